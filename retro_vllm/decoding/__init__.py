@@ -1,0 +1,1 @@
+"""Prompt assembly, citation extraction and (later) the logits processor."""

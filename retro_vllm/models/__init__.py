@@ -1,0 +1,1 @@
+"""Models shipped with retro-vllm: the packaged default generator."""

@@ -1,0 +1,1 @@
+"""Retrieval: documents -> chunks -> embeddings -> a vector store -> ranked passages."""

@@ -1,0 +1,1 @@
+"""Vector stores, one file each, all behind `retro_vllm.retrieval.stores.base.VectorStore`."""

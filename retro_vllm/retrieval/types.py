@@ -1,0 +1,78 @@
+"""Records that cross the retrieval seams."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Document:
+    """One source document as a user supplies it."""
+
+    id: str
+    text: str
+    domain: str
+    title: str = ""
+    url: str | None = None
+    tenant: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document small enough to embed; `id` is `<doc>#<n>`."""
+
+    id: str
+    doc_id: str
+    text: str
+    domain: str
+    title: str = ""
+    url: str | None = None
+    tenant: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> "Chunk":
+        return cls(**payload)
+
+    @property
+    def citation_url(self) -> str:
+        """The document's own URL, else a stable `retro://` address for the chunk."""
+        return self.url or f"retro://{self.domain}/{self.id}"
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    chunk: Chunk
+    score: float
+    stage: str = "dense"
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A chunk as placed in a prompt: `rank` is its [n] number there."""
+
+    rank: int
+    chunk: Chunk
+    score: float
+    stage: str
+    scores: dict[str, float]
+
+    def to_contract(self) -> dict[str, Any]:
+        """The `retro.passages[]` shape of the HTTP contract."""
+        return {
+            "rank": self.rank,
+            "id": self.chunk.id,
+            "title": self.chunk.title,
+            "url": self.chunk.citation_url,
+            "text": self.chunk.text,
+            "score": round(self.score, 6),
+            "stage": self.stage,
+            "scores": {k: round(v, 6) for k, v in self.scores.items()},
+            "domain": self.chunk.domain,
+        }

@@ -1,0 +1,1 @@
+"""The endpoint plugin: HTTP routes that add retrieval, routing and citations."""

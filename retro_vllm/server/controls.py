@@ -1,0 +1,34 @@
+"""The `retro` request object: the only way a client steers retrieval and routing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+
+from retro_vllm.server.errors import RetroHTTPError
+
+FilterValue = StrictStr | StrictInt | StrictFloat | StrictBool | list[StrictStr | StrictInt | StrictFloat | StrictBool]
+
+
+class RetroControls(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    domain: StrictStr | None = Field(None, description="Search (and answer in) this domain only.")
+    top_k: StrictInt | None = Field(None, description="Passages to put in the prompt.")
+    retrieval: StrictBool = Field(True, description="False = stock vLLM behaviour.")
+    filters: dict[StrictStr, FilterValue] | None = Field(None, description="Equality filters on passage metadata.")
+    bias: StrictFloat | StrictInt | None = Field(None, description="Retrieval-aware decoding strength; 0 = off.")
+
+
+def parse_controls(raw: Any) -> RetroControls:
+    if raw is None:
+        return RetroControls()
+    if not isinstance(raw, dict):
+        raise RetroHTTPError(400, "'retro' must be a JSON object", code="invalid_retro", param="retro")
+    try:
+        return RetroControls.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in ("retro", *first["loc"]))
+        raise RetroHTTPError(400, f"{where}: {first['msg']}", code="invalid_retro", param=where) from None

@@ -1,0 +1,98 @@
+"""The real server through the real OpenAI SDK: retrieval, citations, headers."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.engine
+
+MODEL = "SmolLM2-135M-Instruct"
+MARKER = re.compile(r"\[(\d+)\]")
+
+
+def ask(client, question: str, **retro):
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": question}],
+        temperature=0,
+        max_tokens=64,
+        extra_body={"retro": retro} if retro else None,
+    )
+    return raw, raw.parse()
+
+
+def check_annotations(completion) -> int:
+    """Every annotation covers a `[n]` marker and names the passage of rank n; returns the count."""
+    passages = {p["rank"]: p for p in completion.model_extra["retro"]["passages"]}
+    total = 0
+    for choice in completion.choices:
+        content = choice.message.content
+        annotations = choice.message.annotations or []
+        valid_markers = [m for m in MARKER.finditer(content) if int(m.group(1)) in passages]
+        assert len(annotations) == len(valid_markers)
+        for annotation, marker in zip(annotations, valid_markers):
+            citation = annotation.url_citation
+            assert annotation.type == "url_citation"
+            assert content[citation.start_index:citation.end_index] == marker.group(0)
+            passage = passages[int(marker.group(1))]
+            assert citation.url == passage["url"]
+            assert citation.title == passage["title"]
+        total += len(annotations)
+    return total
+
+
+def test_answer_carries_passages_in_contract_shape(client):
+    raw, completion = ask(client, "What does Kepler's third law relate?", domain="astronomy")
+    retro = completion.model_extra["retro"]
+    assert retro["retrieval"] == "ok"
+    assert retro["domain"] == "astronomy"
+    assert raw.headers["X-Retro-Domain"] == "astronomy"
+    assert "X-Retro-Adapter" in raw.headers
+    passages = retro["passages"]
+    assert [p["rank"] for p in passages] == list(range(1, len(passages) + 1)) and len(passages) == 4
+    assert [p["id"] for p in passages] == sorted(p["id"] for p in passages)  # canonical order
+    for passage in passages:
+        assert re.fullmatch(r"[a-z0-9-]+#\d+", passage["id"])
+        assert passage["url"].startswith("https://example.org/retro-demo/astronomy/")
+        assert passage["title"] and passage["text"] and passage["stage"] == "dense"
+        assert -1.0 <= passage["score"] <= 1.0
+    assert completion.choices[0].message.content
+    check_annotations(completion)
+
+
+def test_retrieval_finds_the_right_domain_without_a_domain_hint(client):
+    _, completion = ask(client, "How long should bread dough be kneaded, and why?")
+    domains = [p["domain"] for p in completion.model_extra["retro"]["passages"]]
+    assert domains.count("cooking") >= 3
+
+
+def test_annotations_land_on_markers_across_questions(client):
+    questions = [
+        ("What is the TCP three-way handshake?", "networking"),
+        ("Which port does HTTPS use by default?", "networking"),
+        ("Why does the Moon show phases?", "astronomy"),
+        ("What is a light-year?", "astronomy"),
+        ("At what temperature does the Maillard reaction happen?", "cooking"),
+        ("How do you temper chocolate?", "cooking"),
+    ]
+    cited = 0
+    for question, domain in questions:
+        _, completion = ask(client, question, domain=domain)
+        cited += check_annotations(completion) > 0
+    # The base model is instructed to cite; it does not always (see README's figures),
+    # but an answer set with no citation at all means the instruction is not reaching it.
+    assert cited >= 1
+
+
+def test_top_k_is_honoured(client):
+    _, completion = ask(client, "What is DNS?", top_k=2)
+    assert len(completion.model_extra["retro"]["passages"]) == 2
+
+
+def test_retrieval_disabled_adds_no_passages(client):
+    raw, completion = ask(client, "What is DNS?", retrieval=False)
+    assert completion.model_extra["retro"]["retrieval"] == "disabled"
+    assert completion.model_extra["retro"]["passages"] == []
+    assert completion.choices[0].message.annotations == []
