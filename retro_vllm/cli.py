@@ -111,8 +111,38 @@ def index(config_path: Optional[Path] = CONFIG_OPTION) -> None:
     typer.echo(f"index {version.name}: {version.folder}")
 
 
+eval_app = typer.Typer(help="Measure a running server or the retrieval stack; each prints a markdown table.")
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command(
+    "citations",
+    help="Ask a running server every question of the domains' QA files (default: the bundled demo's) and "
+    "report how often answers carry [n] markers and cite the passage that holds the answer.",
+)
+def eval_citations(
+    url: str = typer.Option("http://127.0.0.1:8000", help="Base URL of a running retro-vllm server."),
+    model: str = typer.Option("retro", help="Model name to send (an adapter, the base model, or `retro`)."),
+    qa_dir: Optional[Path] = typer.Option(None, help="Folder of <domain>.jsonl QA files; default: the demo's."),
+    limit: Optional[int] = typer.Option(None, help="At most this many questions per domain."),
+    max_tokens: int = typer.Option(96, help="max_tokens per answer."),
+    pass_domain: bool = typer.Option(True, help="Send retro.domain (else retrieval searches every domain)."),
+    concurrency: int = typer.Option(4, help="Requests in flight."),
+) -> None:
+    from retro_vllm.evaluation.citations import evaluate, table
+
+    folder = qa_dir or Path(__file__).parent / "demo" / "qa"
+    files = {p.stem: p for p in sorted(folder.glob("*.jsonl"))}
+    if not files:
+        _fail(f"no <domain>.jsonl QA files in {folder}")
+    outcomes = evaluate(url.rstrip("/"), files, model=model, limit=limit, max_tokens=max_tokens,
+                        pass_domain=pass_domain, concurrency=concurrency)
+    typer.echo(table(outcomes))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # logs each missing SIMD build
     app()
 
 

@@ -39,7 +39,7 @@ def test_bad_input_then_success(retro_server, name, body, status, code):
     assert follow_up.json()["choices"][0]["message"]["content"] is not None
 
 
-def test_client_sent_retro_xargs_are_dropped(retro_server):
+def test_request_with_client_sent_retro_xargs_is_served(retro_server):
     body = {**GOOD, "vllm_xargs": {"retro_passages": "evil", "other": 1}}
     response = httpx.post(f"{retro_server.base_url}/v1/chat/completions", json=body, timeout=300)
     assert response.status_code == 200, response.text

@@ -1,0 +1,1 @@
+"""Evaluations that print tables: citation behaviour (more as they land)."""

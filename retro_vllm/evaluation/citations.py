@@ -1,0 +1,103 @@
+"""How often answers from a running server cite, and cite the passage holding the answer.
+
+Questions come from QA JSONL files (`{"question", "answer", "doc_id"}`), one per domain.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from tqdm.auto import tqdm
+
+from retro_vllm.decoding.citations import MARKER
+
+
+@dataclass
+class Outcome:
+    domain: str
+    has_marker: bool
+    valid_marker: bool
+    gold_retrieved: bool
+    gold_cited: bool
+    latency_s: float
+    completion_tokens: int
+
+
+def ask(base_url: str, model: str, domain: str, record: dict, *, max_tokens: int, pass_domain: bool) -> Outcome:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": record["question"]}],
+        "temperature": 0,
+        "max_tokens": max_tokens,
+    }
+    if pass_domain:
+        body["retro"] = {"domain": domain}
+    start = time.perf_counter()
+    response = httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=600)
+    latency = time.perf_counter() - start
+    response.raise_for_status()
+    data = response.json()
+    message = data["choices"][0]["message"]
+    passages = data["retro"]["passages"]
+    cited = {passages[a_rank - 1]["id"].split("#")[0] for a_rank in _cited_ranks(message, passages)}
+    gold_retrieved = any(p["id"].split("#")[0] == record["doc_id"] for p in passages)
+    raw_markers = MARKER.findall(message.get("content") or "")
+    return Outcome(
+        domain=domain,
+        has_marker=bool(raw_markers),
+        valid_marker=bool(message.get("annotations")),
+        gold_retrieved=gold_retrieved,
+        gold_cited=record["doc_id"] in cited,
+        latency_s=latency,
+        completion_tokens=data["usage"]["completion_tokens"],
+    )
+
+
+def _cited_ranks(message: dict, passages: list[dict]) -> list[int]:
+    content = message.get("content") or ""
+    ranks = []
+    for annotation in message.get("annotations") or []:
+        span = annotation["url_citation"]
+        ranks.append(int(content[span["start_index"] + 1 : span["end_index"] - 1]))
+    return [r for r in ranks if 1 <= r <= len(passages)]
+
+
+def evaluate(
+    base_url: str, qa_files: dict[str, Path], *, model: str, limit: int | None, max_tokens: int,
+    pass_domain: bool, concurrency: int,
+) -> list[Outcome]:
+    jobs = []
+    for domain, path in qa_files.items():
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        jobs += [(domain, r) for r in records[:limit]]
+    with ThreadPoolExecutor(concurrency) as pool, tqdm(total=len(jobs), desc="Asking", unit="q") as bar:
+        futures = [pool.submit(ask, base_url, model, d, r, max_tokens=max_tokens, pass_domain=pass_domain) for d, r in jobs]
+        outcomes = []
+        for future in futures:
+            outcomes.append(future.result())
+            bar.update()
+    return outcomes
+
+
+def table(outcomes: list[Outcome]) -> str:
+    rows = ["| domain | questions | any [n] | valid citation | gold retrieved | gold cited (of retrieved) | p50 latency s |",
+            "|---|---|---|---|---|---|---|"]
+    groups = {}
+    for o in outcomes:
+        groups.setdefault(o.domain, []).append(o)
+    groups["all"] = outcomes
+    for name, group in groups.items():
+        n = len(group)
+        retrieved = [o for o in group if o.gold_retrieved]
+        rows.append(
+            f"| {name} | {n} | {sum(o.has_marker for o in group) / n:.1%} | {sum(o.valid_marker for o in group) / n:.1%} | "
+            f"{len(retrieved) / n:.1%} | {sum(o.gold_cited for o in retrieved) / max(len(retrieved), 1):.1%} | "
+            f"{statistics.median(o.latency_s for o in group):.2f} |"
+        )
+    return "\n".join(rows)
