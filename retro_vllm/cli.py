@@ -37,26 +37,32 @@ def _load(config_path: Optional[Path]):
         _fail(str(exc))
 
 
-def _prepare(config) -> tuple[Path, object]:
-    """The long start-up steps, each with progress: model conversion, index build."""
+def _prepare_model(config) -> Path:
+    """The served checkpoint; the embedded default is converted once (with progress)."""
     from retro_vllm.models.default_model import ModelUnavailableError, ensure_default_model
+
+    if config.model.path is not None:
+        if not (config.model.path / "config.json").is_file():
+            _fail(f"model folder {config.model.path} has no config.json (model.path in {config.source})")
+        return config.model.path
+    try:
+        return ensure_default_model(config.home_dir)
+    except (ModelUnavailableError, OSError) as exc:
+        _fail(str(exc))
+
+
+def _prepare_index(config):
+    """The embedder and the current index, built first if the corpus changed (with progress)."""
     from retro_vllm.retrieval.corpus import CorpusError
     from retro_vllm.retrieval.embedder import Embedder, EmbedderUnavailableError
     from retro_vllm.retrieval.index import IndexUnavailableError
     from retro_vllm.retrieval.ingest import ensure_index
 
     try:
-        if config.model.path is not None:
-            model_path = config.model.path
-            if not (model_path / "config.json").is_file():
-                _fail(f"model folder {model_path} has no config.json (model.path in {config.source})")
-        else:
-            model_path = ensure_default_model(config.home_dir)
         embedder = Embedder(config.embedder.path, batch_size=config.embedder.batch_size)
-        version = ensure_index(config, embedder, progress=True)
-    except (ModelUnavailableError, EmbedderUnavailableError, IndexUnavailableError, CorpusError, OSError) as exc:
+        return embedder, ensure_index(config, embedder, progress=True)
+    except (EmbedderUnavailableError, IndexUnavailableError, CorpusError, OSError) as exc:
         _fail(str(exc))
-    return model_path, version
 
 
 @app.command(
@@ -70,7 +76,8 @@ def _prepare(config) -> tuple[Path, object]:
 )
 def serve(ctx: typer.Context, config_path: Optional[Path] = CONFIG_OPTION) -> None:
     config = _load(config_path)
-    model_path, version = _prepare(config)
+    model_path = _prepare_model(config)
+    _, version = _prepare_index(config)
     typer.secho(f"retro-vllm: model {model_path}", err=True)
     typer.secho(f"retro-vllm: index {version.name} under {version.folder}", err=True)
 
@@ -138,6 +145,35 @@ def eval_citations(
     outcomes = evaluate(url.rstrip("/"), files, model=model, limit=limit, max_tokens=max_tokens,
                         pass_domain=pass_domain, concurrency=concurrency)
     typer.echo(table(outcomes))
+
+
+@eval_app.command(
+    "router",
+    help="Route held-out questions (JSONL with 'question' and 'domain'; default: the demo's routing questions) "
+    "and print accuracy, per-domain confusion and the classifier's latency given the embedding.",
+)
+def eval_router(
+    config_path: Optional[Path] = CONFIG_OPTION,
+    questions: Optional[Path] = typer.Option(None, help="Folder of *.jsonl question files."),
+    threads: int = typer.Option(1, help="Torch threads for embedding (1 = as inside the server)."),
+) -> None:
+    import torch
+
+    from retro_vllm.evaluation.router import evaluate, load_questions
+    from retro_vllm.retrieval.index import open_version
+
+    torch.set_num_threads(threads)
+    config = _load(config_path)
+    embedder, version = _prepare_index(config)
+    from retro_vllm.routing.training import ensure_router
+
+    router = ensure_router(config, embedder, open_version(version), version)
+    if router is None:
+        _fail("routing needs at least two domains with passages")
+    rows = load_questions(questions or Path(__file__).parent / "demo" / "questions")
+    if not rows:
+        _fail("no questions found")
+    typer.echo(evaluate(router, embedder, rows))
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from vllm.entrypoints.openai.chat_completion.protocol import (  # noqa: F401
     ChatCompletionRequest,
     ChatCompletionResponse,
 )
+from vllm.entrypoints.openai.completion.protocol import CompletionRequest, CompletionResponse  # noqa: F401
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse  # noqa: F401
 
 # Route decorators the stock handlers use: cancel on client disconnect, load tracking.
@@ -21,6 +22,20 @@ from vllm.entrypoints.serve.utils.sse_keep_alive import with_sse_keep_alive  # n
 def chat_handler(app_state):
     """vLLM's OpenAIServingChat for this app, or None when the model cannot chat."""
     return getattr(app_state, "openai_serving_chat", None)
+
+
+def completion_handler(app_state):
+    """vLLM's OpenAIServingCompletion for this app, or None."""
+    return getattr(app_state, "openai_serving_completion", None)
+
+
+def models_handler(app_state):
+    return app_state.openai_serving_models
+
+
+def served_adapter_names(app_state) -> set[str]:
+    """LoRA adapters vLLM has loaded under a name."""
+    return set(getattr(app_state.openai_serving_models, "lora_requests", {}) or {})
 
 
 def base_model_name(app_state) -> str:

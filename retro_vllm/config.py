@@ -69,9 +69,22 @@ class RetrievalSection(_Section):
         return self
 
 
+class RoutingSection(_Section):
+    threshold: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Smallest top-domain probability that routes to a domain; below it the base model answers.",
+    )
+    temperature: float = Field(
+        0.02, gt=0.0, le=1.0, description="Softmax temperature over cosine similarities to the domain centroids."
+    )
+
+
 class DomainSection(_Section):
     name: str
     description: str = ""
+    queries: list[Path] = Field(
+        default_factory=list, description="Optional labelled queries (JSONL with 'question') that also train the router."
+    )
     preamble: str | None = Field(None, description="System text put before the passages; empty = serving default.")
     corpus: list[Path] = Field(default_factory=list, description="Files or folders indexed for this domain.")
 
@@ -85,6 +98,9 @@ class DomainSection(_Section):
 
 class ServingSection(_Section):
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Requests with a larger body get 413.")
+    reserve_tokens: int = Field(
+        256, ge=1, description="Context kept free for the answer when a request sets no max_tokens."
+    )
     preamble: str = Field(
         "You are a helpful assistant. Answer the question using the numbered sources below. "
         "After each sentence that uses a source, write the source's number in square brackets.",
@@ -100,6 +116,7 @@ class RetroConfig(_Section):
     model: ModelSection = ModelSection()
     embedder: EmbedderSection = EmbedderSection()
     retrieval: RetrievalSection = RetrievalSection()
+    routing: RoutingSection = RoutingSection()
     serving: ServingSection = ServingSection()
     domains: list[DomainSection] = Field(default_factory=list)
 
@@ -137,6 +154,7 @@ def _resolve_paths(config: RetroConfig, base: Path) -> RetroConfig:
     config.embedder.path = resolve(config.embedder.path)
     for domain in config.domains:
         domain.corpus = [resolve(p) for p in domain.corpus]
+        domain.queries = [resolve(p) for p in domain.queries]
     return config
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from retro_vllm.config import RetroConfig, load_config
 from retro_vllm.retrieval.embedder import Embedder
@@ -17,9 +18,12 @@ logger = logging.getLogger(__name__)
 class RetroState:
     config: RetroConfig
     retriever: Retriever
+    tokenizer: Any = None  # the served model's, for fitting passages into the context
+    max_model_len: int | None = None
 
     @classmethod
-    def from_config(cls, config: RetroConfig | None = None) -> "RetroState":
+    def from_config(cls, config: RetroConfig | None = None, *, model_path: str | None = None,
+                    max_model_len: int | None = None) -> "RetroState":
         config = config or load_config()
         import torch
 
@@ -28,9 +32,30 @@ class RetroState:
         # Stock `vllm serve` has no build step of its own: build here if needed.
         version = ensure_index(config, embedder, progress=True)
         embedder.embed_query("warm-up")  # first call pays model load; keep it out of requests
+        tokenizer = None
+        if model_path:
+            from transformers import AutoTokenizer
+
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(model_path)
+            except Exception as exc:  # a remote-only tokenizer etc.: serve on, without fitting
+                logger.warning("retro: no tokenizer from %s (%s); passages are not fitted to the context", model_path, exc)
         logger.info("retro: serving index %s from %s", version.name, config.home_dir)
-        return cls(config=config, retriever=Retriever(config, embedder, version))
+        return cls(config=config, retriever=Retriever(config, embedder, version), tokenizer=tokenizer,
+                   max_model_len=max_model_len)
 
     def preamble(self, domain: str | None) -> str:
         section = self.config.domain(domain) if domain else None
         return (section.preamble if section and section.preamble else None) or self.config.serving.preamble
+
+    def count_chat_tokens(self, messages: list[dict]) -> int:
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def count_text_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"])
+
+    def prompt_budget(self, reserve: int) -> int | None:
+        if self.tokenizer is None or not self.max_model_len:
+            return None
+        return max(self.max_model_len - reserve, 0)

@@ -1,4 +1,4 @@
-from retro_vllm.server.chat import drop_server_only_xargs
+from retro_vllm.server.request import drop_server_only_xargs
 
 
 def test_client_sent_retro_xargs_are_dropped_and_others_kept():

@@ -106,6 +106,12 @@ class FaissStore:
     def chunks(self) -> list[Chunk]:
         return list(self._chunks.values())
 
+    def vectors(self) -> tuple[list[Chunk], np.ndarray]:
+        """Every chunk with its stored vector (for training on the corpus without re-embedding)."""
+        ids = list(self._chunks)
+        matrix = np.vstack([self._index.reconstruct(i) for i in ids]) if ids else np.zeros((0, self.dimension), np.float32)
+        return [self._chunks[i] for i in ids], matrix
+
     # -- persistence --------------------------------------------------------------
     def save(self, folder: Path) -> None:
         import faiss

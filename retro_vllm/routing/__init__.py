@@ -1,0 +1,1 @@
+"""Domain routing: which domain (and so which adapter) answers a query."""

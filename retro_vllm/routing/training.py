@@ -1,0 +1,66 @@
+"""Build the router from the index (each domain's chunk vectors) and labelled queries."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from retro_vllm.config import RetroConfig
+from retro_vllm.retrieval.embedder import Embedder
+from retro_vllm.retrieval.index import IndexVersion
+from retro_vllm.retrieval.stores.faiss import FaissStore
+from retro_vllm.routing.router import INFO_FILE, DomainRouter
+
+logger = logging.getLogger(__name__)
+
+
+def router_dir(config: RetroConfig) -> Path:
+    return config.home_dir / "router"
+
+
+def labelled_queries(config: RetroConfig) -> list[tuple[str, str]]:
+    pairs = []
+    for domain in config.domains:
+        for path in domain.queries:
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    pairs.append((json.loads(line)["question"], domain.name))
+    return pairs
+
+
+def _fingerprint(config: RetroConfig, version: IndexVersion) -> str:
+    digest = hashlib.sha256(version.fingerprint.encode())
+    digest.update(f"{config.routing.threshold}:{config.routing.temperature}".encode())
+    for domain in config.domains:
+        for path in domain.queries:
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def ensure_router(config: RetroConfig, embedder: Embedder, store: FaissStore, version: IndexVersion) -> DomainRouter | None:
+    """The saved router if it was trained on exactly this index and these queries, else a
+    new one. None when fewer than two domains have passages (nothing to choose)."""
+    fingerprint = _fingerprint(config, version)
+    folder = router_dir(config)
+    if (folder / INFO_FILE).is_file():
+        router = DomainRouter.load(folder)
+        if router.fingerprint == fingerprint:
+            return router
+    chunks, vectors = store.vectors()
+    labels = [c.domain for c in chunks]
+    queries = labelled_queries(config)
+    if queries:
+        vectors = np.vstack([vectors, embedder.embed([q for q, _ in queries])])
+        labels += [d for _, d in queries]
+    if len(set(labels)) < 2:
+        logger.info("router: fewer than two domains with passages; routing is off")
+        return None
+    router = DomainRouter.train(vectors, labels, threshold=config.routing.threshold,
+                                 temperature=config.routing.temperature, fingerprint=fingerprint)
+    router.save(folder)
+    logger.info("router: trained on %d examples over %d domains", len(labels), len(router.domains))
+    return router

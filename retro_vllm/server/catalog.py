@@ -1,0 +1,81 @@
+"""Routes that answer without generating: GET /v1/models (with the `retro` alias),
+GET /v1/retro/domains and POST /v1/retro/search."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from retro_vllm import compat
+from retro_vllm.server.controls import FilterValue
+from retro_vllm.server.errors import RetroHTTPError
+from retro_vllm.server.request import RETRO_MODEL_ALIAS, check_controls, read_json_body
+from retro_vllm.server.controls import RetroControls
+from retro_vllm.server.state import RetroState
+
+
+async def list_models(raw_request: Request) -> JSONResponse:
+    models = (await compat.models_handler(raw_request.app.state).show_available_models()).model_dump()
+    base = models["data"][0] if models["data"] else {}
+    alias = {
+        **base,
+        "id": RETRO_MODEL_ALIAS,
+        "parent": base.get("id"),
+        "owned_by": "retro-vllm",
+    }
+    models["data"] = [alias, *models["data"]]
+    return JSONResponse(models)
+
+
+async def list_domains(raw_request: Request) -> JSONResponse:
+    state: RetroState = raw_request.app.state.retro
+    counts = await asyncio.to_thread(state.retriever.passage_counts)
+    data = [
+        {"object": "retro.domain", "name": d.name, "description": d.description, "adapter": None, "passages": counts.get(d.name, 0)}
+        for d in state.config.domains
+    ]
+    return JSONResponse({"object": "list", "index_version": state.retriever.version.name, "data": data})
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: StrictStr = Field(min_length=1)
+    domain: StrictStr | None = None
+    top_k: StrictInt | None = None
+    filters: dict[StrictStr, FilterValue] | None = None
+
+
+async def search(raw_request: Request) -> JSONResponse:
+    state: RetroState = raw_request.app.state.retro
+    try:
+        body = await read_json_body(raw_request, state.config.serving.max_body_bytes)
+        try:
+            request = SearchRequest.model_validate(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise RetroHTTPError(400, f"{where}: {first['msg']}", code="invalid_request", param=where) from None
+        controls = RetroControls(domain=request.domain, top_k=request.top_k, filters=request.filters)
+        check_controls(state, controls)
+        top_k = request.top_k or state.config.retrieval.top_k
+        try:
+            hits = await asyncio.to_thread(
+                state.retriever.search, request.query, top_k=top_k, domain=request.domain, filters=request.filters
+            )
+        except Exception as exc:
+            raise RetroHTTPError(503, f"vector store unavailable: {exc}", code="retrieval_unavailable") from None
+    except RetroHTTPError as exc:
+        return exc.to_response()
+    from retro_vllm.retrieval.types import Passage
+
+    # No prompt here, so rank is the score order (1 = best).
+    passages: list[dict[str, Any]] = [
+        Passage(rank=n, chunk=h.chunk, score=h.score, stage=h.stage, scores=dict(h.scores)).to_contract()
+        for n, h in enumerate(hits, 1)
+    ]
+    return JSONResponse({"object": "list", "query": request.query, "domain": request.domain, "passages": passages})

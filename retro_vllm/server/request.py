@@ -1,0 +1,125 @@
+"""The front half shared by every generating route: body, controls, model, retrieval."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from typing import Any
+
+from fastapi import Request
+
+from retro_vllm import compat
+from retro_vllm.decoding.prompt import order_passages
+from retro_vllm.retrieval.types import Passage
+from retro_vllm.server.controls import RetroControls
+from retro_vllm.server.errors import RetroHTTPError
+from retro_vllm.server.state import RetroState
+
+logger = logging.getLogger(__name__)
+
+SERVER_ONLY_XARG_PREFIX = "retro_"
+RETRO_MODEL_ALIAS = "retro"
+_PATH_LIKE = re.compile(r"(^[~.])|[/\\]|\.\.|\x00")
+
+
+async def read_json_body(raw_request: Request, max_bytes: int) -> dict[str, Any]:
+    declared = raw_request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise RetroHTTPError(413, f"request body is {declared} bytes; the limit is {max_bytes}", code="request_too_large")
+    body = bytearray()
+    async for part in raw_request.stream():
+        body += part
+        if len(body) > max_bytes:
+            raise RetroHTTPError(413, f"request body exceeds the limit of {max_bytes} bytes", code="request_too_large")
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RetroHTTPError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise RetroHTTPError(400, "request body must be a JSON object", code="invalid_json")
+    return data
+
+
+def drop_server_only_xargs(body: dict[str, Any]) -> None:
+    xargs = body.get("vllm_xargs")
+    if isinstance(xargs, dict):
+        dropped = [k for k in xargs if isinstance(k, str) and k.startswith(SERVER_ONLY_XARG_PREFIX)]
+        for key in dropped:
+            del xargs[key]
+        if dropped:
+            logger.info("dropped client-sent server-only vllm_xargs: %s", dropped)
+
+
+def check_controls(state: RetroState, controls: RetroControls) -> None:
+    if controls.domain is not None and state.config.domain(controls.domain) is None:
+        known = ", ".join(state.config.domain_names) or "none configured"
+        raise RetroHTTPError(
+            400, f"unknown domain {controls.domain!r}; known domains: {known}", code="unknown_domain", param="retro.domain"
+        )
+    limit = state.config.retrieval.max_top_k
+    if controls.top_k is not None and not 1 <= controls.top_k <= limit:
+        raise RetroHTTPError(
+            400, f"retro.top_k must be between 1 and {limit}, got {controls.top_k}", code="invalid_top_k", param="retro.top_k"
+        )
+
+
+def resolve_model(body: dict[str, Any], app_state) -> None:
+    """`retro` -> the base model; a path-like name -> 400; an unknown name -> 404.
+
+    Names are checked against what the server serves and are never turned into paths.
+    """
+    name = body.get("model")
+    base = compat.base_model_name(app_state)
+    if name is None or name == base:
+        return
+    if not isinstance(name, str):
+        raise RetroHTTPError(400, "'model' must be a string", code="invalid_model", param="model")
+    if name == RETRO_MODEL_ALIAS:
+        body["model"] = base
+        return
+    if _PATH_LIKE.search(name):
+        raise RetroHTTPError(
+            400, f"model name {name!r} looks like a path; adapters are addressed by name", code="invalid_model_name", param="model"
+        )
+    if name not in compat.served_adapter_names(app_state):
+        raise RetroHTTPError(
+            404, f"the model {name!r} does not exist; GET /v1/models lists what this server serves",
+            code="model_not_found", param="model",
+        )
+
+
+async def retrieve(state: RetroState, query: str, controls: RetroControls) -> list[Passage]:
+    if not query:
+        return []
+    top_k = controls.top_k or state.config.retrieval.top_k
+    try:
+        hits = await asyncio.to_thread(
+            state.retriever.search, query, top_k=top_k, domain=controls.domain, filters=controls.filters
+        )
+    except Exception as exc:  # any store fault: this request fails cleanly, the server serves on
+        logger.exception("retrieval failed")
+        raise RetroHTTPError(503, f"vector store unavailable: {exc}", code="retrieval_unavailable") from None
+    return order_passages(hits)
+
+
+def retro_summary(controls: RetroControls, passages: list[Passage], *, dropped: list[Passage] = ()) -> dict[str, Any]:
+    summary = {
+        "domain": controls.domain,
+        "adapter": None,
+        "route": "domain" if controls.domain else "none",
+        "route_score": None,
+        "retrieval": "ok" if controls.retrieval else "disabled",
+        "passages": [p.to_contract() for p in passages],
+    }
+    if dropped:
+        summary["dropped"] = [{"id": p.chunk.id, "score": round(p.score, 6), "reason": "context_length"} for p in dropped]
+    return summary
+
+
+def retro_headers(summary: dict[str, Any]) -> dict[str, str]:
+    return {
+        "X-Retro-Domain": summary["domain"] or "none",
+        "X-Retro-Adapter": summary["adapter"] or "none",
+    }
