@@ -6,6 +6,8 @@ import logging
 import threading
 from pathlib import Path
 
+import numpy as np
+
 from retro_vllm.config import RetroConfig
 from retro_vllm.retrieval.embedder import Embedder
 from retro_vllm.retrieval.index import CURRENT, IndexVersion, current_version, index_root, open_version
@@ -47,12 +49,15 @@ class Retriever:
                 logger.info("now serving index version %s", version.name)
             self._pointer_mtime = mtime
 
-    def search(self, query: str, *, top_k: int, domain: str | None = None, filters: Filters | None = None) -> list[ScoredChunk]:
+    def search(self, query: str, *, top_k: int, domain: str | None = None, filters: Filters | None = None,
+               vector: np.ndarray | None = None) -> list[ScoredChunk]:
+        """`vector`, when given, is the query's embedding already computed (for routing)."""
         self._refresh()
         merged: Filters = dict(filters or {})
         if domain is not None:
             merged["domain"] = domain
-        vector = self.embedder.embed_query(query)
+        if vector is None:
+            vector = self.embedder.embed_query(query)
         hits = self.store.search(vector, top_k=top_k, filters=merged or None)
         return [h for h in hits if h.score >= self.config.retrieval.min_score]
 

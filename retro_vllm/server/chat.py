@@ -25,7 +25,7 @@ from retro_vllm.server.request import (
     drop_server_only_xargs,
     read_json_body,
     resolve_model,
-    retrieve,
+    route_and_retrieve,
     retro_headers,
     retro_summary,
 )
@@ -40,16 +40,15 @@ async def create_chat_completion(raw_request: Request) -> Any:
         controls = parse_controls(body.pop("retro", None))
         check_controls(state, controls)
         drop_server_only_xargs(body)
-        resolve_model(body, raw_request.app.state)
+        use_router = resolve_model(body, raw_request.app.state)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             raise RetroHTTPError(400, "'messages' must be a non-empty list of message objects", code="invalid_messages",
                                  param="messages")
-        passages: list[Passage] = []
         dropped: list[Passage] = []
+        route, passages = await route_and_retrieve(state, last_user_text(messages), controls, use_router=use_router)
         if controls.retrieval:
-            passages = await retrieve(state, last_user_text(messages), controls)
-            body["messages"], passages, dropped = await _fit(state, body, messages, controls.domain, passages)
+            body["messages"], passages, dropped = await _fit(state, body, messages, route.domain, passages)
         try:
             request = compat.ChatCompletionRequest.model_validate(body)
         except ValidationError as exc:
@@ -58,7 +57,7 @@ async def create_chat_completion(raw_request: Request) -> Any:
             raise RetroHTTPError(400, f"{where}: {first['msg']}", code="invalid_request", param=where) from None
     except RetroHTTPError as exc:
         return exc.to_response()
-    return await _generate(request, raw_request, retro_summary(controls, passages, dropped=dropped), passages)
+    return await _generate(request, raw_request, retro_summary(route, controls, passages, dropped=dropped), passages)
 
 
 async def _fit(state: RetroState, body, messages, domain, passages):

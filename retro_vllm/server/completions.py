@@ -25,8 +25,9 @@ from retro_vllm.server.request import (
     check_controls,
     drop_server_only_xargs,
     read_json_body,
+    Route,
     resolve_model,
-    retrieve,
+    route_and_retrieve,
     retro_headers,
     retro_summary,
 )
@@ -54,17 +55,24 @@ async def create_completion(raw_request: Request) -> Any:
         controls = parse_controls(body.pop("retro", None))
         check_controls(state, controls)
         drop_server_only_xargs(body)
-        resolve_model(body, raw_request.app.state)
+        use_router = resolve_model(body, raw_request.app.state)
         prompts = text_prompts(body.get("prompt"))
         if prompts is None or body.get("prompt_embeds") is not None:
             controls = controls.model_copy(update={"retrieval": False})
         per_prompt: list[list[Passage]] = []
         all_dropped: list[Passage] = []
+        route = Route(controls.domain, "domain" if controls.domain else "none")
         if controls.retrieval:
             rendered = []
-            for prompt in prompts:
-                passages = await retrieve(state, prompt.strip(), controls)
-                text, passages, dropped = await _fit(state, body, prompt, controls.domain, passages)
+            for n, prompt in enumerate(prompts):
+                # One route per request (one adapter serves every prompt): the first prompt's.
+                prompt_route, passages = await route_and_retrieve(
+                    state, prompt.strip(), controls.model_copy(update={"domain": route.domain if n else controls.domain}),
+                    use_router=use_router and n == 0,
+                )
+                if n == 0:
+                    route = prompt_route
+                text, passages, dropped = await _fit(state, body, prompt, route.domain, passages)
                 rendered.append(text)
                 per_prompt.append(passages)
                 all_dropped += dropped
@@ -78,7 +86,7 @@ async def create_completion(raw_request: Request) -> Any:
     except RetroHTTPError as exc:
         return exc.to_response()
 
-    summary = retro_summary(controls, per_prompt[0] if per_prompt else [], dropped=all_dropped)
+    summary = retro_summary(route, controls, per_prompt[0] if per_prompt else [], dropped=all_dropped)
     if len(per_prompt) > 1:
         summary["prompts"] = [{"index": i, "passages": [p.to_contract() for p in ps]} for i, ps in enumerate(per_prompt)]
     n = body.get("n") if isinstance(body.get("n"), int) and body.get("n") > 0 else 1

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
@@ -65,20 +66,21 @@ def check_controls(state: RetroState, controls: RetroControls) -> None:
         )
 
 
-def resolve_model(body: dict[str, Any], app_state) -> None:
-    """`retro` -> the base model; a path-like name -> 400; an unknown name -> 404.
+def resolve_model(body: dict[str, Any], app_state) -> bool:
+    """`retro` -> the base model (returns True: the router decides); a path-like name ->
+    400; an unknown name -> 404.
 
     Names are checked against what the server serves and are never turned into paths.
     """
     name = body.get("model")
     base = compat.base_model_name(app_state)
     if name is None or name == base:
-        return
+        return False
     if not isinstance(name, str):
         raise RetroHTTPError(400, "'model' must be a string", code="invalid_model", param="model")
     if name == RETRO_MODEL_ALIAS:
         body["model"] = base
-        return
+        return True
     if _PATH_LIKE.search(name):
         raise RetroHTTPError(
             400, f"model name {name!r} looks like a path; adapters are addressed by name", code="invalid_model_name", param="model"
@@ -88,28 +90,52 @@ def resolve_model(body: dict[str, Any], app_state) -> None:
             404, f"the model {name!r} does not exist; GET /v1/models lists what this server serves",
             code="model_not_found", param="model",
         )
+    return False
 
 
-async def retrieve(state: RetroState, query: str, controls: RetroControls) -> list[Passage]:
-    if not query:
-        return []
+@dataclass(frozen=True)
+class Route:
+    domain: str | None
+    route: str  # "router" | "model" | "domain" | "none", as in the contract
+    score: float | None = None
+    adapter: str | None = None
+
+
+async def route_and_retrieve(
+    state: RetroState, query: str, controls: RetroControls, *, use_router: bool
+) -> tuple[Route, list[Passage]]:
+    """Pick the domain (retro.domain, else the router when the model is `retro`), then
+    search it. The query is embedded once for both."""
+    vector = None
+    if controls.domain is not None:
+        route = Route(controls.domain, "domain")
+    elif use_router and state.router is not None and query:
+        vector = await asyncio.to_thread(state.retriever.embedder.embed_query, query)
+        decision = state.router.route(vector)
+        route = Route(decision.domain, "router" if decision.domain else "none", round(decision.score, 6))
+    else:
+        route = Route(None, "none")
+    if not controls.retrieval or not query:
+        return route, []
     top_k = controls.top_k or state.config.retrieval.top_k
     try:
         hits = await asyncio.to_thread(
-            state.retriever.search, query, top_k=top_k, domain=controls.domain, filters=controls.filters
+            state.retriever.search, query, top_k=top_k, domain=route.domain, filters=controls.filters, vector=vector
         )
     except Exception as exc:  # any store fault: this request fails cleanly, the server serves on
         logger.exception("retrieval failed")
         raise RetroHTTPError(503, f"vector store unavailable: {exc}", code="retrieval_unavailable") from None
-    return order_passages(hits)
+    return route, order_passages(hits)
 
 
-def retro_summary(controls: RetroControls, passages: list[Passage], *, dropped: list[Passage] = ()) -> dict[str, Any]:
+def retro_summary(
+    route: Route, controls: RetroControls, passages: list[Passage], *, dropped: list[Passage] = ()
+) -> dict[str, Any]:
     summary = {
-        "domain": controls.domain,
-        "adapter": None,
-        "route": "domain" if controls.domain else "none",
-        "route_score": None,
+        "domain": route.domain,
+        "adapter": route.adapter,
+        "route": route.route,
+        "route_score": route.score,
         "retrieval": "ok" if controls.retrieval else "disabled",
         "passages": [p.to_contract() for p in passages],
     }

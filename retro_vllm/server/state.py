@@ -10,6 +10,8 @@ from retro_vllm.config import RetroConfig, load_config
 from retro_vllm.retrieval.embedder import Embedder
 from retro_vllm.retrieval.ingest import ensure_index
 from retro_vllm.retrieval.retriever import Retriever
+from retro_vllm.routing.router import DomainRouter
+from retro_vllm.routing.training import ensure_router
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +20,7 @@ logger = logging.getLogger(__name__)
 class RetroState:
     config: RetroConfig
     retriever: Retriever
+    router: DomainRouter | None = None
     tokenizer: Any = None  # the served model's, for fitting passages into the context
     max_model_len: int | None = None
 
@@ -40,9 +43,10 @@ class RetroState:
                 tokenizer = AutoTokenizer.from_pretrained(model_path)
             except Exception as exc:  # a remote-only tokenizer etc.: serve on, without fitting
                 logger.warning("retro: no tokenizer from %s (%s); passages are not fitted to the context", model_path, exc)
+        retriever = Retriever(config, embedder, version)
+        router = ensure_router(config, embedder, retriever.store, version)
         logger.info("retro: serving index %s from %s", version.name, config.home_dir)
-        return cls(config=config, retriever=Retriever(config, embedder, version), tokenizer=tokenizer,
-                   max_model_len=max_model_len)
+        return cls(config=config, retriever=retriever, router=router, tokenizer=tokenizer, max_model_len=max_model_len)
 
     def preamble(self, domain: str | None) -> str:
         section = self.config.domain(domain) if domain else None

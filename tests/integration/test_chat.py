@@ -107,3 +107,33 @@ def test_retrieval_disabled_adds_no_passages(client):
     assert completion.model_extra["retro"]["retrieval"] == "disabled"
     assert completion.model_extra["retro"]["passages"] == []
     assert completion.choices[0].message.annotations == []
+
+
+@pytest.mark.parametrize(
+    "question, domain",
+    [
+        ("How far away is the Andromeda galaxy?", "astronomy"),
+        ("How should I store fresh herbs so they last longer?", "cooking"),
+        ("Why would my laptop get a 169.254 address?", "networking"),
+    ],
+)
+def test_retro_alias_routes_to_the_domain(client, question, domain):
+    raw = client.chat.completions.with_raw_response.create(
+        model="retro", messages=[{"role": "user", "content": question}], temperature=0, max_tokens=8,
+    )
+    retro = raw.parse().model_extra["retro"]
+    assert retro["route"] == "router" and retro["domain"] == domain
+    assert 0.5 <= retro["route_score"] <= 1.0
+    assert raw.headers["X-Retro-Domain"] == domain
+    assert {p["domain"] for p in retro["passages"]} == {domain}
+
+
+def test_explicit_domain_overrides_the_router(client):
+    _, completion = ask(client, "How far away is the Andromeda galaxy?", domain="cooking")
+    retro = completion.model_extra["retro"]
+    assert retro["route"] == "domain" and retro["domain"] == "cooking"
+
+
+def test_base_model_name_skips_routing(client):
+    _, completion = ask(client, "How far away is the Andromeda galaxy?")
+    assert completion.model_extra["retro"]["route"] == "none"

@@ -56,11 +56,16 @@ def running_requests(base_url: str) -> float:
 def test_client_disconnect_mid_stream_frees_the_engine_request(retro_server):
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Write a very long story about the sea."}],
             "max_tokens": 1500, "min_tokens": 1500, "stream": True, "temperature": 0}
+    seen_running = False
     with httpx.stream("POST", f"{retro_server.base_url}/v1/chat/completions", json=body, timeout=300) as response:
+        # The gauge follows the engine's step stats; read on until it shows this request.
         for n, _ in enumerate(response.iter_lines()):
-            if n > 5:
+            if n % 10 == 0 and running_requests(retro_server.base_url) >= 1:
+                seen_running = True
                 break
-        assert running_requests(retro_server.base_url) >= 1
+            if n > 1000:
+                break
+    assert seen_running
     deadline = time.monotonic() + 60
     while running_requests(retro_server.base_url) > 0 and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -147,10 +152,13 @@ def test_n_and_logprobs_work_with_citations(client):
 
 def test_response_format_and_tools_work_with_retrieval(client):
     completion = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Give the HTTPS port as JSON."}], max_tokens=32,
-        response_format={"type": "json_object"}, temperature=0,
+        model=MODEL, messages=[{"role": "user", "content": "Give the HTTPS port as JSON."}], max_tokens=64,
+        response_format={"type": "json_schema", "json_schema": {"name": "port", "schema": {
+            "type": "object", "properties": {"port": {"type": "integer"}}, "required": ["port"],
+            "additionalProperties": False}}},
+        temperature=0,
     )
-    json.loads(completion.choices[0].message.content)
+    assert isinstance(json.loads(completion.choices[0].message.content)["port"], int)
     assert completion.model_extra["retro"]["passages"]
     tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
     completion = client.chat.completions.create(
