@@ -65,6 +65,17 @@ def _prepare_index(config):
         _fail(str(exc))
 
 
+def _seed_adapters(config) -> None:
+    from retro_vllm.adapters.registry import AdapterError, AdapterRegistry, seed_registry
+
+    try:
+        for manifest in seed_registry(AdapterRegistry(config.registry_dir), config.adapter_seeds(),
+                                      base_model=config.model.name):
+            typer.secho(f"retro-vllm: registered shipped adapter {manifest.served_name}", err=True)
+    except (AdapterError, OSError, KeyError, ValueError) as exc:
+        _fail(f"cannot import shipped adapters into {config.registry_dir}: {exc}")
+
+
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     help=(
@@ -84,6 +95,11 @@ def serve(ctx: typer.Context, config_path: Optional[Path] = CONFIG_OPTION) -> No
     user_args = list(ctx.args)
     args = ["--model", str(model_path), "--served-model-name", config.model.name]
     defaults = {"--host": "127.0.0.1", "--port": "8000", "--max-model-len": "4096"}
+    if config.adapters.enabled and config.domains:
+        # Domain adapters ride vLLM's LoRA slots: one slot per domain, loaded from the registry.
+        _seed_adapters(config)
+        defaults.update({"--max-loras": str(len(config.domains)), "--max-lora-rank": str(config.adapters.max_lora_rank)})
+        args.append("--enable-lora")
     given = {a.split("=", 1)[0] for a in [*config.serving.vllm_args, *user_args] if a.startswith("--")}
     for flag, value in defaults.items():
         if flag not in given:
@@ -99,6 +115,10 @@ def serve(ctx: typer.Context, config_path: Optional[Path] = CONFIG_OPTION) -> No
         TRANSFORMERS_OFFLINE="1",
     )
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+    if "--enable-lora" in args:
+        # Lets vLLM ask our registry resolver for adapter names. It also opens vLLM's load/unload
+        # routes, which the retro endpoint replaces with a refusal (only the registry loads).
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "1"
     # The `vllm` console script of vllm-cpu crashes on a version lookup; the module works.
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *args]
     typer.secho("retro-vllm: starting vLLM: " + " ".join(command[1:]), err=True)
@@ -116,6 +136,74 @@ def index(config_path: Optional[Path] = CONFIG_OPTION) -> None:
     embedder = Embedder(config.embedder.path, batch_size=config.embedder.batch_size)
     version = build_index(config, embedder, progress=True)
     typer.echo(f"index {version.name}: {version.folder}")
+
+
+@app.command(
+    help="Fine-tune a LoRA adapter for a domain on retrieval-augmented examples laid out like serving prompts "
+    "(preamble, numbered passages, question -> answer ending in its [n] citation), then register it as the "
+    "domain adapter's next version. Examples come from the domain's QA JSONL (`qa:` in the config or --qa), "
+    "else are derived from its corpus. CPU, seeded, with a progress bar.",
+)
+def train(
+    domain: str = typer.Option(..., "--domain", "-d", help="Configured domain to train for."),
+    config_path: Optional[Path] = CONFIG_OPTION,
+    qa: Optional[Path] = typer.Option(None, help="QA JSONL {question, answer, doc_id}; default: the domain's `qa`."),
+    epochs: int = typer.Option(5, help="Passes over the examples."),
+    rank: int = typer.Option(16, help="LoRA rank (the server's --max-lora-rank must be at least this)."),
+    alpha: int = typer.Option(32, help="LoRA alpha."),
+    learning_rate: float = typer.Option(1e-3, help="AdamW learning rate."),
+    batch_size: int = typer.Option(4, help="Examples per step."),
+    holdout: float = typer.Option(0.2, help="Share of QA records kept out of training for evaluation."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps (quick runs)."),
+    seed: int = typer.Option(0, help="Seed for the split, the distractors and the initialisation."),
+    register: bool = typer.Option(True, help="Register the result in the adapter registry."),
+    output: Optional[Path] = typer.Option(None, help="Also keep the peft adapter folder here."),
+) -> None:
+    import random
+    import shutil
+    import tempfile
+
+    from retro_vllm.adapters.examples import gather_candidates, qa_from_corpus, read_qa
+    from retro_vllm.adapters.registry import AdapterRegistry
+    from retro_vllm.adapters.train_lora import LoraTrainingConfig, data_hash, train_lora
+    from retro_vllm.retrieval.retriever import Retriever
+
+    config = _load(config_path)
+    section = config.domain(domain)
+    if section is None:
+        _fail(f"unknown domain {domain!r}; configured: {', '.join(config.domain_names)}")
+    model_path = _prepare_model(config)
+    embedder, version = _prepare_index(config)
+    retriever = Retriever(config, embedder, version)
+    qa_path = qa or section.qa
+    records = read_qa(qa_path) if qa_path else qa_from_corpus([c for c in retriever.store.chunks() if c.domain == domain])
+    rng = random.Random(seed)
+    rng.shuffle(records)
+    held = records[: int(len(records) * holdout)]
+    records = records[len(held):]
+    candidates = gather_candidates(retriever, domain, records, pool=8)
+    if not candidates:
+        _fail(f"no training examples for {domain!r} (QA doc_ids must name documents of the domain)")
+    settings = LoraTrainingConfig(rank=rank, alpha=alpha, epochs=epochs, learning_rate=learning_rate,
+                                  batch_size=batch_size, seed=seed, max_steps=max_steps,
+                                  top_k=config.retrieval.top_k)
+    preamble = (section.preamble or config.serving.preamble)
+    with tempfile.TemporaryDirectory(prefix="retro-train-") as tmp:
+        result = train_lora(model_path, candidates, preamble=preamble, settings=settings, output_dir=Path(tmp))
+        typer.echo(f"trained on {result.examples} examples, {result.steps} steps in {result.seconds:.0f}s; "
+                   f"loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}")
+        if output:
+            shutil.copytree(tmp, output, dirs_exist_ok=True)
+        if register:
+            manifest = AdapterRegistry(config.registry_dir).register(
+                Path(tmp), name=section.adapter_name, domain=domain, base_model=config.model.name,
+                data_hash=data_hash(candidates),
+                training={**settings.model_dump(), "examples": result.examples, "steps": result.steps,
+                          "seconds": round(result.seconds, 1), "first_loss": result.losses[0],
+                          "last_loss": result.losses[-1], "qa": str(qa_path) if qa_path else "derived from corpus",
+                          "heldout_doc_ids": [r.doc_id for r in held]},
+            )
+            typer.echo(f"registered {manifest.served_name} in {config.registry_dir}")
 
 
 eval_app = typer.Typer(help="Measure a running server or the retrieval stack; each prints a markdown table.")

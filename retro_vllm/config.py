@@ -85,6 +85,15 @@ class DomainSection(_Section):
     queries: list[Path] = Field(
         default_factory=list, description="Optional labelled queries (JSONL with 'question') that also train the router."
     )
+    qa: Path | None = Field(None, description="QA JSONL ({question, answer, doc_id}) that `retro-vllm train` learns from.")
+    adapter: str | None = Field(None, description="Registry name of the domain's adapter; empty = the domain's name.")
+    adapter_seed: Path | None = Field(
+        None, description="A peft adapter folder imported into the registry when it holds no version of `adapter`."
+    )
+
+    @property
+    def adapter_name(self) -> str:
+        return self.adapter or self.name
     preamble: str | None = Field(None, description="System text put before the passages; empty = serving default.")
     corpus: list[Path] = Field(default_factory=list, description="Files or folders indexed for this domain.")
 
@@ -94,6 +103,12 @@ class DomainSection(_Section):
         if not DOMAIN_NAME.match(value):
             raise ValueError("domain names are lowercase letters, digits, '-' or '_', starting with a letter")
         return value
+
+
+class AdaptersSection(_Section):
+    registry: Path | None = Field(None, description="Registry folder; empty = <home>/adapters.")
+    enabled: bool = Field(True, description="Serve domain adapters through vLLM's LoRA slots.")
+    max_lora_rank: int = Field(16, description="Passed to vLLM as --max-lora-rank unless given on the command line.")
 
 
 class ServingSection(_Section):
@@ -117,6 +132,7 @@ class RetroConfig(_Section):
     embedder: EmbedderSection = EmbedderSection()
     retrieval: RetrievalSection = RetrievalSection()
     routing: RoutingSection = RoutingSection()
+    adapters: AdaptersSection = AdaptersSection()
     serving: ServingSection = ServingSection()
     domains: list[DomainSection] = Field(default_factory=list)
 
@@ -138,6 +154,13 @@ class RetroConfig(_Section):
         return next((d for d in self.domains if d.name == name), None)
 
     @property
+    def registry_dir(self) -> Path:
+        return self.adapters.registry or self.home_dir / "adapters"
+
+    def adapter_seeds(self) -> list[tuple[str, str, Path]]:
+        return [(d.adapter_name, d.name, d.adapter_seed) for d in self.domains if d.adapter_seed is not None]
+
+    @property
     def domain_names(self) -> list[str]:
         return [d.name for d in self.domains]
 
@@ -155,6 +178,9 @@ def _resolve_paths(config: RetroConfig, base: Path) -> RetroConfig:
     for domain in config.domains:
         domain.corpus = [resolve(p) for p in domain.corpus]
         domain.queries = [resolve(p) for p in domain.queries]
+        domain.qa = resolve(domain.qa)
+        domain.adapter_seed = resolve(domain.adapter_seed)
+    config.adapters.registry = resolve(config.adapters.registry)
     return config
 
 

@@ -20,9 +20,12 @@ def register() -> None:
     if _registered:
         return
     _registered = True
-    # Adapter resolver and model loaders are registered here as they land; until then
-    # there is nothing engine-side to install.
-    logger.debug("retro general plugin loaded")
+    try:
+        from retro_vllm.adapters.resolver import register_resolver
+
+        register_resolver()
+    except ImportError as exc:  # a vLLM without the resolver hook: adapters need --lora-modules
+        logger.warning("retro: LoRA resolver not registered (%s)", exc)
 
 
 def endpoint():

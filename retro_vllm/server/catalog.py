@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 
 from retro_vllm import compat
 from retro_vllm.server.controls import FilterValue
-from retro_vllm.server.errors import RetroHTTPError
+from retro_vllm.server.errors import RetroHTTPError, error_response
 from retro_vllm.server.request import RETRO_MODEL_ALIAS, check_controls, read_json_body
 from retro_vllm.server.controls import RetroControls
 from retro_vllm.server.state import RetroState
@@ -29,6 +29,15 @@ async def list_models(raw_request: Request) -> JSONResponse:
     }
     models["data"] = [alias, *models["data"]]
     return JSONResponse(models)
+
+
+def adapter_management_closed() -> JSONResponse:
+    return error_response(
+        403,
+        "adapters are served from the retro registry: register a version with `retro-vllm train` (or the registry "
+        "API) and request it by name (`name` or `name@version`); it loads on first use",
+        code="adapter_management_closed",
+    )
 
 
 async def list_domains(raw_request: Request) -> JSONResponse:

@@ -40,13 +40,13 @@ async def create_chat_completion(raw_request: Request) -> Any:
         controls = parse_controls(body.pop("retro", None))
         check_controls(state, controls)
         drop_server_only_xargs(body)
-        use_router = resolve_model(body, raw_request.app.state)
+        choice = resolve_model(body, raw_request.app.state)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             raise RetroHTTPError(400, "'messages' must be a non-empty list of message objects", code="invalid_messages",
                                  param="messages")
         dropped: list[Passage] = []
-        route, passages = await route_and_retrieve(state, last_user_text(messages), controls, use_router=use_router)
+        route, passages = await route_and_retrieve(state, body, last_user_text(messages), controls, choice)
         if controls.retrieval:
             body["messages"], passages, dropped = await _fit(state, body, messages, route.domain, passages)
         try:

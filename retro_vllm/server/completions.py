@@ -25,6 +25,7 @@ from retro_vllm.server.request import (
     check_controls,
     drop_server_only_xargs,
     read_json_body,
+    ModelChoice,
     Route,
     resolve_model,
     route_and_retrieve,
@@ -55,7 +56,7 @@ async def create_completion(raw_request: Request) -> Any:
         controls = parse_controls(body.pop("retro", None))
         check_controls(state, controls)
         drop_server_only_xargs(body)
-        use_router = resolve_model(body, raw_request.app.state)
+        choice = resolve_model(body, raw_request.app.state)
         prompts = text_prompts(body.get("prompt"))
         if prompts is None or body.get("prompt_embeds") is not None:
             controls = controls.model_copy(update={"retrieval": False})
@@ -67,8 +68,9 @@ async def create_completion(raw_request: Request) -> Any:
             for n, prompt in enumerate(prompts):
                 # One route per request (one adapter serves every prompt): the first prompt's.
                 prompt_route, passages = await route_and_retrieve(
-                    state, prompt.strip(), controls.model_copy(update={"domain": route.domain if n else controls.domain}),
-                    use_router=use_router and n == 0,
+                    state, body, prompt.strip(),
+                    controls.model_copy(update={"domain": route.domain if n else controls.domain}),
+                    choice if n == 0 else ModelChoice(),
                 )
                 if n == 0:
                     route = prompt_route

@@ -39,6 +39,16 @@ class RetroEndpointPlugin:
         async def search(raw_request: Request):
             return await catalog.search(raw_request)
 
+        # Adapters come from the registry (checked) on first use; vLLM's own load/unload routes
+        # would take any path, so they stay closed.
+        @router.post("/v1/load_lora_adapter")
+        async def load_lora_adapter(raw_request: Request):
+            return catalog.adapter_management_closed()
+
+        @router.post("/v1/unload_lora_adapter")
+        async def unload_lora_adapter(raw_request: Request):
+            return catalog.adapter_management_closed()
+
         app.include_router(router)
 
     async def init_state(self, engine_client, state, args: Namespace) -> None:
@@ -46,7 +56,16 @@ class RetroEndpointPlugin:
 
         if engine_client is None:
             logger.warning("retro: no engine in this server (render-only)")
+        from retro_vllm import compat
+
         max_model_len = engine_client.model_config.max_model_len if engine_client is not None else None
         state.retro = RetroState.from_config(
-            model_path=getattr(args, "tokenizer", None) or args.model, max_model_len=max_model_len
+            model_path=getattr(args, "tokenizer", None) or args.model,
+            max_model_len=max_model_len,
+            served_name=compat.base_model_name(state),
+            max_lora_rank=args.max_lora_rank if getattr(args, "enable_lora", False) else None,
         )
+        if state.retro.catalog is not None:
+            from retro_vllm.adapters.resolver import register_resolver
+
+            register_resolver().catalog = state.retro.catalog

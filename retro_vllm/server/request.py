@@ -12,6 +12,8 @@ from typing import Any
 from fastapi import Request
 
 from retro_vllm import compat
+from retro_vllm.adapters.catalog import AdapterCatalog
+from retro_vllm.adapters.registry import VERSIONED, AdapterError, AdapterManifest
 from retro_vllm.decoding.prompt import order_passages
 from retro_vllm.retrieval.types import Passage
 from retro_vllm.server.controls import RetroControls
@@ -66,31 +68,49 @@ def check_controls(state: RetroState, controls: RetroControls) -> None:
         )
 
 
-def resolve_model(body: dict[str, Any], app_state) -> bool:
-    """`retro` -> the base model (returns True: the router decides); a path-like name ->
-    400; an unknown name -> 404.
+@dataclass(frozen=True)
+class ModelChoice:
+    """What the request's `model` asked for."""
+
+    use_router: bool = False  # `retro`: the router picks the domain and its adapter
+    adapter: AdapterManifest | None = None  # a registry adapter named by the client
+
+
+def resolve_model(body: dict[str, Any], app_state) -> ModelChoice:
+    """`retro` -> the router decides; a registry adapter -> its versioned name; a path-like
+    name -> 400; a refused adapter -> 400; an unknown name -> 404.
 
     Names are checked against what the server serves and are never turned into paths.
     """
     name = body.get("model")
     base = compat.base_model_name(app_state)
     if name is None or name == base:
-        return False
+        return ModelChoice()
     if not isinstance(name, str):
         raise RetroHTTPError(400, "'model' must be a string", code="invalid_model", param="model")
     if name == RETRO_MODEL_ALIAS:
         body["model"] = base
-        return True
+        return ModelChoice(use_router=True)
     if _PATH_LIKE.search(name):
         raise RetroHTTPError(
             400, f"model name {name!r} looks like a path; adapters are addressed by name", code="invalid_model_name", param="model"
         )
-    if name not in compat.served_adapter_names(app_state):
-        raise RetroHTTPError(
-            404, f"the model {name!r} does not exist; GET /v1/models lists what this server serves",
-            code="model_not_found", param="model",
-        )
-    return False
+    if name in compat.served_adapter_names(app_state):  # loaded by vLLM itself (--lora-modules)
+        return ModelChoice()
+    catalog: AdapterCatalog | None = app_state.retro.catalog
+    if catalog is not None and VERSIONED.match(name):
+        try:
+            manifest, _ = catalog.lookup(name)
+        except AdapterError as exc:
+            if exc.kind == "rejected":
+                raise RetroHTTPError(400, str(exc), code="adapter_rejected", param="model") from None
+        else:
+            body["model"] = manifest.served_name
+            return ModelChoice(adapter=manifest)
+    raise RetroHTTPError(
+        404, f"the model {name!r} does not exist; GET /v1/models lists what this server serves",
+        code="model_not_found", param="model",
+    )
 
 
 @dataclass(frozen=True)
@@ -102,17 +122,21 @@ class Route:
 
 
 async def route_and_retrieve(
-    state: RetroState, query: str, controls: RetroControls, *, use_router: bool
+    state: RetroState, body: dict[str, Any], query: str, controls: RetroControls, choice: ModelChoice
 ) -> tuple[Route, list[Passage]]:
-    """Pick the domain (retro.domain, else the router when the model is `retro`), then
-    search it. The query is embedded once for both."""
+    """Pick the domain and adapter, then search that domain. Precedence: an adapter named
+    in `model`, then `retro.domain`, then the router (model `retro`). The query is embedded
+    once for routing and search. Sets `body["model"]` to the adapter's versioned name."""
     vector = None
-    if controls.domain is not None:
-        route = Route(controls.domain, "domain")
-    elif use_router and state.router is not None and query:
+    if choice.adapter is not None:
+        route = Route(controls.domain or choice.adapter.domain, "model", adapter=choice.adapter.served_name)
+    elif controls.domain is not None:
+        route = _with_domain_adapter(state, body, Route(controls.domain, "domain"))
+    elif choice.use_router and state.router is not None and query:
         vector = await asyncio.to_thread(state.retriever.embedder.embed_query, query)
         decision = state.router.route(vector)
         route = Route(decision.domain, "router" if decision.domain else "none", round(decision.score, 6))
+        route = _with_domain_adapter(state, body, route)
     else:
         route = Route(None, "none")
     if not controls.retrieval or not query:
@@ -126,6 +150,17 @@ async def route_and_retrieve(
         logger.exception("retrieval failed")
         raise RetroHTTPError(503, f"vector store unavailable: {exc}", code="retrieval_unavailable") from None
     return route, order_passages(hits)
+
+
+def _with_domain_adapter(state: RetroState, body: dict[str, Any], route: Route) -> Route:
+    section = state.config.domain(route.domain) if route.domain else None
+    if section is None or state.catalog is None:
+        return route
+    manifest = state.catalog.for_domain(section.adapter_name)
+    if manifest is None:
+        return route
+    body["model"] = manifest.served_name
+    return Route(route.domain, route.route, route.score, manifest.served_name)
 
 
 def retro_summary(

@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from retro_vllm.adapters.catalog import AdapterCatalog
+from retro_vllm.adapters.registry import AdapterRegistry, seed_registry
 from retro_vllm.config import RetroConfig, load_config
 from retro_vllm.retrieval.embedder import Embedder
 from retro_vllm.retrieval.ingest import ensure_index
@@ -21,12 +23,15 @@ class RetroState:
     config: RetroConfig
     retriever: Retriever
     router: DomainRouter | None = None
+    catalog: AdapterCatalog | None = None  # None: LoRA is off on this server
     tokenizer: Any = None  # the served model's, for fitting passages into the context
     max_model_len: int | None = None
 
     @classmethod
     def from_config(cls, config: RetroConfig | None = None, *, model_path: str | None = None,
-                    max_model_len: int | None = None) -> "RetroState":
+                    max_model_len: int | None = None, served_name: str | None = None,
+                    max_lora_rank: int | None = None) -> "RetroState":
+        """`max_lora_rank` None means the server runs without LoRA: no adapters are served."""
         config = config or load_config()
         import torch
 
@@ -46,7 +51,13 @@ class RetroState:
         retriever = Retriever(config, embedder, version)
         router = ensure_router(config, embedder, retriever.store, version)
         logger.info("retro: serving index %s from %s", version.name, config.home_dir)
-        return cls(config=config, retriever=retriever, router=router, tokenizer=tokenizer, max_model_len=max_model_len)
+        catalog = None
+        if config.adapters.enabled and max_lora_rank is not None:
+            registry = AdapterRegistry(config.registry_dir)
+            seed_registry(registry, config.adapter_seeds(), base_model=config.model.name)
+            catalog = AdapterCatalog(registry, base_model=served_name or config.model.name, max_rank=max_lora_rank)
+        return cls(config=config, retriever=retriever, router=router, catalog=catalog, tokenizer=tokenizer,
+                   max_model_len=max_model_len)
 
     def preamble(self, domain: str | None) -> str:
         section = self.config.domain(domain) if domain else None

@@ -1,0 +1,1 @@
+"""Adapters: retrieval-augmented training, the versioned registry, and loading into vLLM."""

@@ -1,0 +1,53 @@
+"""vLLM's LoRA resolver hook, answered from the retro registry.
+
+vLLM asks resolvers for names it has not loaded (only with VLLM_ALLOW_RUNTIME_LORA_UPDATING=1)
+and caches the result under that name, so the endpoint always sends versioned names
+(`legal@3`): a new version is a new name, and serves without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from vllm.lora.request import LoRARequest
+from vllm.lora.resolver import LoRAResolver, LoRAResolverRegistry
+
+from retro_vllm.adapters.catalog import AdapterCatalog
+from retro_vllm.adapters.registry import AdapterError, AdapterRegistry
+
+logger = logging.getLogger(__name__)
+
+RESOLVER_NAME = "retro"
+
+
+class RegistryLoRAResolver(LoRAResolver):
+    def __init__(self) -> None:
+        self.catalog: AdapterCatalog | None = None
+
+    def _catalog(self) -> AdapterCatalog:
+        if self.catalog is None:  # stock vLLM without our endpoint: read the config ourselves
+            from retro_vllm.config import load_config
+
+            config = load_config()
+            self.catalog = AdapterCatalog(AdapterRegistry(config.registry_dir), base_model=config.model.name, max_rank=None)
+        return self.catalog
+
+    async def resolve_lora(self, base_model_name: str, lora_name: str) -> LoRARequest | None:
+        try:
+            manifest, folder = self._catalog().lookup(lora_name)
+        except AdapterError as exc:
+            logger.warning("retro resolver: %s", exc)
+            return None
+        # The id is overwritten by vLLM's per-process counter; the name must stay the one asked for.
+        return LoRARequest(lora_name=lora_name, lora_int_id=1, lora_path=str(folder))
+
+
+_resolver: RegistryLoRAResolver | None = None
+
+
+def register_resolver() -> RegistryLoRAResolver:
+    global _resolver
+    if _resolver is None:
+        _resolver = RegistryLoRAResolver()
+        LoRAResolverRegistry.register_resolver(RESOLVER_NAME, _resolver)
+    return _resolver

@@ -1,0 +1,106 @@
+import json
+
+import pytest
+
+from retro_vllm.adapters.catalog import AdapterCatalog
+from retro_vllm.adapters.registry import AdapterError, AdapterRegistry, parse_name, seed_registry
+
+
+def peft_folder(path, *, rank=8, targets=("q_proj", "v_proj"), payload=b"weights"):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "adapter_config.json").write_text(json.dumps({"r": rank, "lora_alpha": 16, "target_modules": list(targets)}))
+    (path / "adapter_model.safetensors").write_bytes(payload)
+    return path
+
+
+@pytest.fixture
+def registry(tmp_path):
+    return AdapterRegistry(tmp_path / "registry")
+
+
+def register(registry, tmp_path, name="legal", **kwargs):
+    return registry.register(peft_folder(tmp_path / f"src-{name}", **kwargs), name=name, domain="law", base_model="base")
+
+
+def test_versions_and_current(registry, tmp_path):
+    first = register(registry, tmp_path)
+    second = register(registry, tmp_path, payload=b"better")
+    assert (first.served_name, second.served_name) == ("legal@1", "legal@2")
+    assert registry.resolve("legal").version == 2
+    assert registry.resolve("legal@1").version == 1
+    assert second.files["adapter_model.safetensors"] != first.files["adapter_model.safetensors"]
+    assert second.rank == 8 and second.targets == ["q_proj", "v_proj"] and second.created
+    assert not list((tmp_path / "registry" / "legal").glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("name", ["../x", "/abs", "a/b", "Legal", "legal@0", "legal@x", "", "legal@1@2"])
+def test_invalid_names(name):
+    with pytest.raises(AdapterError) as info:
+        parse_name(name)
+    assert info.value.kind == "invalid"
+
+
+def test_unknown_names(registry):
+    for name in ("nobody", "nobody@3"):
+        with pytest.raises(AdapterError) as info:
+            registry.resolve(name)
+        assert info.value.kind == "not_found"
+
+
+def test_verify_accepts_a_good_adapter(registry, tmp_path):
+    manifest = register(registry, tmp_path)
+    assert registry.verify(manifest, base_model="base", max_rank=16) == registry.folder("legal", 1)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: (f / "adapter_model.safetensors").write_bytes(b"corrupt"), "checksum"),
+        (lambda f: (f / "adapter_model.safetensors").unlink(), "missing"),
+        (lambda f: (f / "adapter_config.json").write_text(json.dumps({"r": 64, "target_modules": ["q_proj", "v_proj"]})),
+         "checksum"),
+    ],
+)
+def test_verify_refuses_damaged_adapters(registry, tmp_path, damage, message):
+    manifest = register(registry, tmp_path)
+    damage(registry.folder("legal", 1))
+    with pytest.raises(AdapterError, match=message) as info:
+        registry.verify(manifest)
+    assert info.value.kind == "rejected"
+
+
+def test_verify_refuses_other_base_and_rank_above_limit(registry, tmp_path):
+    manifest = register(registry, tmp_path, rank=32)
+    with pytest.raises(AdapterError, match="trained for 'base'"):
+        registry.verify(manifest, base_model="other-model")
+    with pytest.raises(AdapterError, match="max-lora-rank 16"):
+        registry.verify(manifest, base_model="base", max_rank=16)
+
+
+def test_manifest_that_does_not_match_the_weights_is_refused(registry, tmp_path):
+    manifest = register(registry, tmp_path)
+    path = registry.folder("legal", 1) / "manifest.json"
+    data = json.loads(path.read_text())
+    data["targets"] = ["q_proj", "v_proj", "gate_proj"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(AdapterError, match="does not match the manifest"):
+        registry.verify(registry.resolve("legal@1"))
+
+
+def test_catalog_caches_until_files_change(registry, tmp_path):
+    register(registry, tmp_path)
+    catalog = AdapterCatalog(registry, base_model="base", max_rank=16)
+    assert catalog.lookup("legal")[0].version == 1
+    (registry.folder("legal", 1) / "adapter_model.safetensors").write_bytes(b"tampered!")
+    with pytest.raises(AdapterError):
+        catalog.lookup("legal@1")
+    assert catalog.for_domain("legal") is None  # refused: the base model answers instead
+
+
+def test_seed_imports_once(registry, tmp_path):
+    seed = peft_folder(tmp_path / "seed")
+    (seed / "manifest.json").write_text(json.dumps({"training": {"steps": 3}, "validation": {"f1": 0.5}}))
+    imported = seed_registry(registry, [("cooking", "cooking", seed)], base_model="base")
+    assert [m.served_name for m in imported] == ["cooking@1"]
+    assert imported[0].training == {"steps": 3} and imported[0].validation == {"f1": 0.5}
+    assert seed_registry(registry, [("cooking", "cooking", seed)], base_model="base") == []
