@@ -129,7 +129,8 @@ def client(retro_server):
 
 @pytest.fixture(scope="module")
 def stock_server(model_path, tmp_path_factory):
-    """Stock vLLM, same model and arguments, without the endpoint plugin."""
+    """Stock vLLM, same model and engine arguments (LoRA slots included, as `retro-vllm serve`
+    enables them), without the endpoint plugin."""
     logs = tmp_path_factory.mktemp("stock-logs")
     port = free_port()
     env = server_env(tmp_path_factory.mktemp("stock-home"))
@@ -137,6 +138,7 @@ def stock_server(model_path, tmp_path_factory):
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
         "--served-model-name", "SmolLM2-135M-Instruct", "--host", "127.0.0.1", "--port", str(port), *SERVER_ARGS,
+        "--enable-lora", "--max-loras", "3", "--max-lora-rank", "16",
     ]
     server = Server("stock", command, env, port, logs)
     try:
