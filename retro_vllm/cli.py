@@ -15,6 +15,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts show [n] markers literally
 )
 
 CONFIG_OPTION = typer.Option(
@@ -206,7 +207,8 @@ def train(
             typer.echo(f"registered {manifest.served_name} in {config.registry_dir}")
 
 
-eval_app = typer.Typer(help="Measure a running server or the retrieval stack; each prints a markdown table.")
+eval_app = typer.Typer(help="Measure a running server or the retrieval stack; each prints a markdown table.",
+                       rich_markup_mode=None)
 app.add_typer(eval_app, name="eval")
 
 
@@ -221,17 +223,31 @@ def eval_citations(
     qa_dir: Optional[Path] = typer.Option(None, help="Folder of <domain>.jsonl QA files; default: the demo's."),
     limit: Optional[int] = typer.Option(None, help="At most this many questions per domain."),
     max_tokens: int = typer.Option(96, help="max_tokens per answer."),
-    pass_domain: bool = typer.Option(True, help="Send retro.domain (else retrieval searches every domain)."),
+    pass_domain: bool = typer.Option(True, help="Send retro.domain (else the model name decides: `retro` routes)."),
     concurrency: int = typer.Option(4, help="Requests in flight."),
+    heldout: bool = typer.Option(False, help="Only questions the domains' current adapters held out of training."),
+    config_path: Optional[Path] = CONFIG_OPTION,
 ) -> None:
     from retro_vllm.evaluation.citations import evaluate, table
 
     folder = qa_dir or Path(__file__).parent / "demo" / "qa"
-    files = {p.stem: p for p in sorted(folder.glob("*.jsonl"))}
+    files = {p.name.split(".")[0]: p for p in sorted(folder.glob("*.jsonl"))}
+    only = None
+    if heldout:
+        from retro_vllm.adapters.registry import AdapterError, AdapterRegistry
+
+        config = _load(config_path)
+        registry = AdapterRegistry(config.registry_dir)
+        only = set()
+        for section in config.domains:
+            try:
+                only |= set(registry.resolve(section.adapter_name).training.get("heldout_doc_ids", []))
+            except AdapterError as exc:
+                _fail(f"--heldout: {exc}")
     if not files:
         _fail(f"no <domain>.jsonl QA files in {folder}")
     outcomes = evaluate(url.rstrip("/"), files, model=model, limit=limit, max_tokens=max_tokens,
-                        pass_domain=pass_domain, concurrency=concurrency)
+                        pass_domain=pass_domain, concurrency=concurrency, only_doc_ids=only)
     typer.echo(table(outcomes))
 
 

@@ -27,6 +27,8 @@ class Outcome:
     gold_cited: bool
     latency_s: float
     completion_tokens: int
+    routed_domain: str | None = None
+    adapter: str | None = None
 
 
 def ask(base_url: str, model: str, domain: str, record: dict, *, max_tokens: int, pass_domain: bool) -> Outcome:
@@ -46,14 +48,17 @@ def ask(base_url: str, model: str, domain: str, record: dict, *, max_tokens: int
     message = data["choices"][0]["message"]
     passages = data["retro"]["passages"]
     cited = {passages[a_rank - 1]["id"].split("#")[0] for a_rank in _cited_ranks(message, passages)}
-    gold_retrieved = any(p["id"].split("#")[0] == record["doc_id"] for p in passages)
+    gold = record.get("doc_id")
+    gold_retrieved = gold is not None and any(p["id"].split("#")[0] == gold for p in passages)
     raw_markers = MARKER.findall(message.get("content") or "")
     return Outcome(
         domain=domain,
         has_marker=bool(raw_markers),
         valid_marker=bool(message.get("annotations")),
         gold_retrieved=gold_retrieved,
-        gold_cited=record["doc_id"] in cited,
+        gold_cited=gold is not None and gold in cited,
+        routed_domain=data["retro"].get("domain"),
+        adapter=data["retro"].get("adapter"),
         latency_s=latency,
         completion_tokens=data["usage"]["completion_tokens"],
     )
@@ -70,12 +75,16 @@ def _cited_ranks(message: dict, passages: list[dict]) -> list[int]:
 
 def evaluate(
     base_url: str, qa_files: dict[str, Path], *, model: str, limit: int | None, max_tokens: int,
-    pass_domain: bool, concurrency: int,
+    pass_domain: bool, concurrency: int, only_doc_ids: set[str] | None = None,
 ) -> list[Outcome]:
+    """`qa_files` maps a domain to a JSONL of questions; `doc_id` (the passage holding the
+    answer) is optional, and records may name their own `domain`."""
     jobs = []
     for domain, path in qa_files.items():
         records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        jobs += [(domain, r) for r in records[:limit]]
+        if only_doc_ids is not None:
+            records = [r for r in records if r.get("doc_id") in only_doc_ids]
+        jobs += [(r.get("domain", domain), r) for r in records[:limit]]
     with ThreadPoolExecutor(concurrency) as pool, tqdm(total=len(jobs), desc="Asking", unit="q") as bar:
         futures = [pool.submit(ask, base_url, model, d, r, max_tokens=max_tokens, pass_domain=pass_domain) for d, r in jobs]
         outcomes = []
@@ -86,8 +95,9 @@ def evaluate(
 
 
 def table(outcomes: list[Outcome]) -> str:
-    rows = ["| domain | questions | any [n] | valid citation | gold retrieved | gold cited (of retrieved) | p50 latency s |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| domain | questions | routed right | any [n] | valid citation | gold retrieved | gold cited (of retrieved) "
+            "| p50 latency s |",
+            "|---|---|---|---|---|---|---|---|"]
     groups = {}
     for o in outcomes:
         groups.setdefault(o.domain, []).append(o)
@@ -96,8 +106,10 @@ def table(outcomes: list[Outcome]) -> str:
         n = len(group)
         retrieved = [o for o in group if o.gold_retrieved]
         rows.append(
-            f"| {name} | {n} | {sum(o.has_marker for o in group) / n:.1%} | {sum(o.valid_marker for o in group) / n:.1%} | "
-            f"{len(retrieved) / n:.1%} | {sum(o.gold_cited for o in retrieved) / max(len(retrieved), 1):.1%} | "
+            f"| {name} | {n} | {sum(o.routed_domain == o.domain for o in group) / n:.1%} | "
+            f"{sum(o.has_marker for o in group) / n:.1%} | {sum(o.valid_marker for o in group) / n:.1%} | "
+            f"{len(retrieved) / n:.1%} | "
+            f"{(f'{sum(o.gold_cited for o in retrieved) / len(retrieved):.1%}') if retrieved else 'n/a'} | "
             f"{statistics.median(o.latency_s for o in group):.2f} |"
         )
     return "\n".join(rows)

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from retro_vllm import compat
+from retro_vllm.adapters.catalog import AdapterCatalog
 from retro_vllm.server.controls import FilterValue
 from retro_vllm.server.errors import RetroHTTPError, error_response
 from retro_vllm.server.request import RETRO_MODEL_ALIAS, check_controls, read_json_body
@@ -27,7 +28,17 @@ async def list_models(raw_request: Request) -> JSONResponse:
         "parent": base.get("id"),
         "owned_by": "retro-vllm",
     }
-    models["data"] = [alias, *models["data"]]
+    cards = [alias, *models["data"]]
+    known = {card["id"] for card in cards}
+    adapters: AdapterCatalog | None = raw_request.app.state.retro.catalog
+    if adapters is not None:
+        for manifest in await asyncio.to_thread(adapters.registry.all_current):
+            for name in (manifest.name, manifest.served_name):
+                if name not in known:
+                    known.add(name)
+                    cards.append({**base, "id": name, "parent": base.get("id"), "owned_by": "retro-vllm",
+                                  "root": manifest.served_name})
+    models["data"] = cards
     return JSONResponse(models)
 
 
@@ -43,8 +54,14 @@ def adapter_management_closed() -> JSONResponse:
 async def list_domains(raw_request: Request) -> JSONResponse:
     state: RetroState = raw_request.app.state.retro
     counts = await asyncio.to_thread(state.retriever.passage_counts)
+    adapters = {}
+    if state.catalog is not None:
+        for d in state.config.domains:
+            manifest = await asyncio.to_thread(state.catalog.for_domain, d.adapter_name)
+            adapters[d.name] = manifest.served_name if manifest else None
     data = [
-        {"object": "retro.domain", "name": d.name, "description": d.description, "adapter": None, "passages": counts.get(d.name, 0)}
+        {"object": "retro.domain", "name": d.name, "description": d.description, "adapter": adapters.get(d.name),
+         "passages": counts.get(d.name, 0)}
         for d in state.config.domains
     ]
     return JSONResponse({"object": "list", "index_version": state.retriever.version.name, "data": data})

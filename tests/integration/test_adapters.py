@@ -71,6 +71,8 @@ def test_registered_adapter_serves_by_name_and_new_versions_without_restart(retr
 
     registry.register(folder, name="tiny", domain="cooking", base_model="SmolLM2-135M-Instruct")
     assert chat(retro_server, "tiny").json()["model"] == "tiny@2"
+    listed = [m["id"] for m in httpx.get(f"{retro_server.base_url}/v1/models", timeout=30).json()["data"]]
+    assert "tiny" in listed and "tiny@2" in listed
     assert chat(retro_server, "tiny@1").json()["model"] == "tiny@1"
 
 
