@@ -42,28 +42,53 @@ def _prepare_model(config) -> Path:
     """The served checkpoint; the embedded default is converted once (with progress)."""
     from retro_vllm.models.default_model import ModelUnavailableError, ensure_default_model
 
-    if config.model.path is not None:
-        if not (config.model.path / "config.json").is_file():
-            _fail(f"model folder {config.model.path} has no config.json (model.path in {config.source})")
-        return config.model.path
     try:
-        return ensure_default_model(config.home_dir)
+        path = config.model.path or ensure_default_model(config.home_dir)
     except (ModelUnavailableError, OSError) as exc:
         _fail(str(exc))
+    problem = _checkpoint_problem(path)
+    if problem:
+        where = f"model.path in {config.source}" if config.model.path else "delete the folder to convert it again"
+        _fail(f"model at {path} is unusable: {problem} ({where})")
+    return path
+
+
+def _checkpoint_problem(path: Path) -> str | None:
+    """A cheap look before vLLM starts, so a broken checkpoint is one line, not a traceback."""
+    import json
+
+    try:
+        json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        return f"config.json: {exc}"
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        return "no *.safetensors weights"
+    from safetensors import safe_open
+
+    for weight in weights:
+        try:
+            with safe_open(str(weight), framework="numpy") as handle:
+                handle.keys()
+        except Exception as exc:  # safetensors raises several error types for a bad header
+            return f"{weight.name}: {exc}"
+    return None
 
 
 def _prepare_index(config):
     """The embedder and the current index, built first if the corpus changed (with progress)."""
     from retro_vllm.retrieval.corpus import CorpusError
     from retro_vllm.retrieval.embedder import Embedder, EmbedderUnavailableError
-    from retro_vllm.retrieval.index import IndexUnavailableError
+    from retro_vllm.retrieval.index import IndexUnavailableError, open_version
     from retro_vllm.retrieval.ingest import ensure_index
 
     try:
         embedder = Embedder(config.embedder.path, batch_size=config.embedder.batch_size)
-        return embedder, ensure_index(config, embedder, progress=True)
+        version = ensure_index(config, embedder, progress=True)
+        open_version(version)  # a corrupt index stops here with one line, not inside vLLM
+        return embedder, version
     except (EmbedderUnavailableError, IndexUnavailableError, CorpusError, OSError) as exc:
-        _fail(str(exc))
+        _fail(f"{exc} (run `retro-vllm index` to rebuild)" if isinstance(exc, IndexUnavailableError) else str(exc))
 
 
 def _seed_adapters(config) -> None:

@@ -96,6 +96,9 @@ def retro_config(tmp_path_factory, model_path) -> Path:
     raw = yaml.safe_load(DEMO_CONFIG.read_text())
     for domain in raw["domains"]:
         domain["corpus"] = [str((DEMO_CONFIG.parent / p).resolve()) for p in domain["corpus"]]
+        for key in ("qa", "adapter_seed"):
+            if domain.get(key):
+                domain[key] = str((DEMO_CONFIG.parent / domain[key]).resolve())
     home = tmp_path_factory.mktemp("retro-home")
     raw["home"] = str(home)
     raw["model"]["path"] = str(model_path)

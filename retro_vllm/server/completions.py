@@ -7,20 +7,17 @@ preamble + numbered passages + the client's text. Token-id prompts pass through 
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
 
 from retro_vllm import compat
-from retro_vllm.decoding.citations import extract_citations
 from retro_vllm.decoding.prompt import system_text
 from retro_vllm.retrieval.types import Passage
-from retro_vllm.server.context import fit_passages, output_reserve
+from retro_vllm.server.context import fit_to_context
 from retro_vllm.server.controls import parse_controls
 from retro_vllm.server.errors import RetroHTTPError, error_response
+from retro_vllm.server.respond import respond, validate_for_vllm
 from retro_vllm.server.request import (
     check_controls,
     drop_server_only_xargs,
@@ -29,11 +26,9 @@ from retro_vllm.server.request import (
     Route,
     resolve_model,
     route_and_retrieve,
-    retro_headers,
     retro_summary,
 )
 from retro_vllm.server.state import RetroState
-from retro_vllm.server.streaming import annotate_stream
 
 
 def text_prompts(prompt: Any) -> list[str] | None:
@@ -74,17 +69,16 @@ async def create_completion(raw_request: Request) -> Any:
                 )
                 if n == 0:
                     route = prompt_route
-                text, passages, dropped = await _fit(state, body, prompt, route.domain, passages)
+                preamble = state.preamble(route.domain)
+                text, passages, dropped = await fit_to_context(
+                    state, body, passages, lambda kept, p=prompt: completion_prompt(preamble, kept, p),
+                    state.count_text_tokens,
+                )
                 rendered.append(text)
                 per_prompt.append(passages)
                 all_dropped += dropped
             body["prompt"] = rendered[0] if isinstance(body["prompt"], str) else rendered
-        try:
-            request = compat.CompletionRequest.model_validate(body)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise RetroHTTPError(400, f"{where}: {first['msg']}", code="invalid_request", param=where) from None
+        request = validate_for_vllm(compat.CompletionRequest, body)
     except RetroHTTPError as exc:
         return exc.to_response()
 
@@ -100,36 +94,10 @@ async def create_completion(raw_request: Request) -> Any:
     return await _generate(request, raw_request, summary, passages_for_choice)
 
 
-async def _fit(state: RetroState, body, prompt: str, domain, passages):
-    preamble = state.preamble(domain)
-
-    def render(kept: list[Passage]) -> str:
-        return completion_prompt(preamble, kept, prompt)
-
-    budget = state.prompt_budget(output_reserve(body, state.config.serving.reserve_tokens))
-    if budget is None:
-        return render(passages), passages, []
-    return await asyncio.to_thread(fit_passages, passages, render, state.count_text_tokens, budget)
-
-
 @compat.with_cancellation
 async def _generate(request, raw_request: Request, summary: dict[str, Any], passages_for_choice) -> Any:
     handler = compat.completion_handler(raw_request.app.state)
     if handler is None:
         return error_response(501, "the served model does not support completions", code="not_supported")
-    headers = retro_headers(summary)
     result = await handler.create_completion(request, raw_request)
-    if isinstance(result, compat.ErrorResponse):
-        return JSONResponse(result.model_dump(), status_code=result.error.code, headers=headers)
-    if isinstance(result, compat.CompletionResponse):
-        payload = result.model_dump()
-        for choice in payload["choices"]:
-            choice["annotations"] = extract_citations(choice.get("text") or "", passages_for_choice(choice["index"]))
-        payload["retro"] = summary
-        return JSONResponse(payload, headers=headers)
-    stream = annotate_stream(result, summary, passages_for_choice, chat=False)
-    return StreamingResponse(
-        compat.with_sse_keep_alive(stream, compat.keep_alive_interval(raw_request.app.state)),
-        media_type="text/event-stream",
-        headers=headers,
-    )
+    return respond(result, raw_request, summary, passages_for_choice, chat=False)

@@ -6,6 +6,7 @@ long on its own is (vLLM would refuse it anyway).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Callable
 
 from retro_vllm.decoding.prompt import order_passages
@@ -46,3 +47,11 @@ def output_reserve(body: dict[str, Any], default: int) -> int:
         if isinstance(value, int) and value > 0:
             return value
     return default
+
+
+async def fit_to_context(state, body: dict[str, Any], passages: list[Passage], render: Render, count: Count):
+    """`fit_passages` within this request's budget; unfitted when the server cannot count."""
+    budget = state.prompt_budget(output_reserve(body, state.config.serving.reserve_tokens))
+    if budget is None:
+        return render(passages), passages, []
+    return await asyncio.to_thread(fit_passages, passages, render, count, budget)

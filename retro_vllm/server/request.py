@@ -125,13 +125,16 @@ async def route_and_retrieve(
     state: RetroState, body: dict[str, Any], query: str, controls: RetroControls, choice: ModelChoice
 ) -> tuple[Route, list[Passage]]:
     """Pick the domain and adapter, then search that domain. Precedence: an adapter named
-    in `model`, then `retro.domain`, then the router (model `retro`). The query is embedded
+    in `model`, then `retro.domain`, then the router (model `retro`); the base model's name
+    never gets an adapter. The query is embedded
     once for routing and search. Sets `body["model"]` to the adapter's versioned name."""
     vector = None
     if choice.adapter is not None:
         route = Route(controls.domain or choice.adapter.domain, "model", adapter=choice.adapter.served_name)
     elif controls.domain is not None:
-        route = _with_domain_adapter(state, body, Route(controls.domain, "domain"))
+        route = Route(controls.domain, "domain")
+        if choice.use_router:  # `retro` + a domain: that domain's adapter; the base model's name: none
+            route = _with_domain_adapter(state, body, route)
     elif choice.use_router and state.router is not None and query:
         vector = await asyncio.to_thread(state.retriever.embedder.embed_query, query)
         decision = state.router.route(vector)

@@ -121,8 +121,12 @@ def test_retro_alias_routes_to_the_domain(client, question, domain):
     raw = client.chat.completions.with_raw_response.create(
         model="retro", messages=[{"role": "user", "content": question}], temperature=0, max_tokens=8,
     )
-    retro = raw.parse().model_extra["retro"]
+    completion = raw.parse()
+    retro = completion.model_extra["retro"]
     assert retro["route"] == "router" and retro["domain"] == domain
+    # the domain's shipped adapter answered, through vLLM's LoRA path
+    assert retro["adapter"] == completion.model == f"{domain}@1"
+    assert raw.headers["X-Retro-Adapter"] == f"{domain}@1"
     assert 0.5 <= retro["route_score"] <= 1.0
     assert raw.headers["X-Retro-Domain"] == domain
     assert {p["domain"] for p in retro["passages"]} == {domain}

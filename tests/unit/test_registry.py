@@ -78,7 +78,7 @@ def test_verify_refuses_other_base_and_rank_above_limit(registry, tmp_path):
 
 
 def test_manifest_that_does_not_match_the_weights_is_refused(registry, tmp_path):
-    manifest = register(registry, tmp_path)
+    register(registry, tmp_path)
     path = registry.folder("legal", 1) / "manifest.json"
     data = json.loads(path.read_text())
     data["targets"] = ["q_proj", "v_proj", "gate_proj"]

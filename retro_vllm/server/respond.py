@@ -1,0 +1,58 @@
+"""The back half shared by chat and completions: validate for vLLM, and shape vLLM's
+result (JSON or SSE) with citations, `retro` and the X-Retro-* headers."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+
+from retro_vllm import compat
+from retro_vllm.decoding.citations import extract_citations
+from retro_vllm.retrieval.types import Passage
+from retro_vllm.server.errors import RetroHTTPError
+from retro_vllm.server.request import retro_headers
+from retro_vllm.server.streaming import annotate_stream
+
+
+def validate_for_vllm(request_type, body: dict[str, Any]):
+    """vLLM's own request model; its validation errors become our 400."""
+    try:
+        return request_type.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise RetroHTTPError(400, f"{where}: {first['msg']}", code="invalid_request", param=where) from None
+
+
+def respond(
+    result: Any,
+    raw_request: Request,
+    summary: dict[str, Any],
+    passages_for_choice: Callable[[int], list[Passage]],
+    *,
+    chat: bool,
+) -> Any:
+    headers = retro_headers(summary)
+    if isinstance(result, compat.ErrorResponse):
+        return JSONResponse(result.model_dump(), status_code=result.error.code, headers=headers)
+    if isinstance(result, (compat.ChatCompletionResponse, compat.CompletionResponse)):
+        payload = result.model_dump()
+        for choice in payload["choices"]:
+            passages = passages_for_choice(choice["index"])
+            if chat:
+                message = choice["message"]
+                # vLLM types `annotations` as one object; OpenAI clients expect a list.
+                message["annotations"] = extract_citations(message.get("content") or "", passages)
+            else:
+                choice["annotations"] = extract_citations(choice.get("text") or "", passages)
+        payload["retro"] = summary
+        return JSONResponse(payload, headers=headers)
+    stream = annotate_stream(result, summary, passages_for_choice, chat=chat)
+    return StreamingResponse(
+        compat.with_sse_keep_alive(stream, compat.keep_alive_interval(raw_request.app.state)),
+        media_type="text/event-stream",
+        headers=headers,
+    )

@@ -1,0 +1,60 @@
+"""`retro-vllm` fails with one line, not a traceback, when what it needs is broken."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+
+def run_cli(*args, env_home):
+    env = {"RETRO_VLLM_HOME": str(env_home), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "retro_vllm.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+@pytest.fixture
+def small_config(tmp_path):
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("\n".join(json.dumps({"id": f"d{i}", "text": f"Passage number {i} about topic {i}."})
+                                for i in range(3)))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"\x00" * 16)  # not a safetensors file
+    config = tmp_path / "retro.yaml"
+    config.write_text(yaml.safe_dump({"home": str(tmp_path / "home"), "model": {"path": str(model)},
+                                      "domains": [{"name": "a", "corpus": [str(corpus)]}]}))
+    return config
+
+
+def test_help_explains_every_command(tmp_path):
+    out = run_cli("--help", env_home=tmp_path)
+    assert out.returncode == 0
+    for command in ("serve", "index", "train", "eval"):
+        assert command in out.stdout
+
+
+def test_bad_config_is_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("retrieval:\n  top_k: -1\n")
+    out = run_cli("serve", "--config", str(bad), env_home=tmp_path)
+    assert out.returncode == 2
+    assert "retrieval.top_k" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_corrupt_model_stops_serve_with_one_line(small_config, tmp_path):
+    out = run_cli("serve", "--config", str(small_config), env_home=tmp_path)
+    assert out.returncode == 2
+    assert "model.safetensors" in out.stderr and "unusable" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_corrupt_index_is_one_line(small_config, tmp_path):
+    # `serve` and `eval router` share the index preparation; `eval router` needs no model.
+    assert run_cli("index", "--config", str(small_config), env_home=tmp_path).returncode == 0
+    versions = tmp_path / "home" / "index" / "versions"
+    (next(versions.iterdir()) / "index.faiss").write_bytes(b"garbage")
+    out = run_cli("eval", "router", "--config", str(small_config), env_home=tmp_path)
+    assert out.returncode == 2
+    assert "corrupt" in out.stderr and "retro-vllm index" in out.stderr and "Traceback" not in out.stderr
