@@ -16,6 +16,10 @@ def test_demo_config_is_valid_and_has_three_domains():
     assert len(config.domains) >= 3
     for domain in config.domains:
         assert all(p.is_file() for p in domain.corpus), domain.name
+        assert domain.qa is not None and domain.qa.is_file(), domain.name
+        if domain.adapter_seed is not None:
+            assert (domain.adapter_seed / "adapter_config.json").is_file(), domain.name
+            assert (domain.adapter_seed / "adapter_model.safetensors").is_file(), domain.name
 
 
 def test_relative_paths_resolve_against_the_file(tmp_path):
