@@ -33,9 +33,12 @@ class RegistryLoRAResolver(LoRAResolver):
         return self.catalog
 
     async def resolve_lora(self, base_model_name: str, lora_name: str) -> LoRARequest | None:
+        from retro_vllm.config import ConfigError
+
         try:
-            manifest, folder = self._catalog().lookup(lora_name)
-        except AdapterError as exc:
+            _, folder = self._catalog().lookup(lora_name)
+        except (AdapterError, ConfigError, OSError) as exc:
+            # Never fail vLLM's request path from here: another resolver may know the name.
             logger.warning("retro resolver: %s", exc)
             return None
         # The id is overwritten by vLLM's per-process counter; the name must stay the one asked for.

@@ -104,3 +104,17 @@ def test_seed_imports_once(registry, tmp_path):
     assert [m.served_name for m in imported] == ["cooking@1"]
     assert imported[0].training == {"steps": 3} and imported[0].validation == {"f1": 0.5}
     assert seed_registry(registry, [("cooking", "cooking", seed)], base_model="base") == []
+
+
+def test_resolver_answers_from_the_registry_and_never_raises(registry, tmp_path):
+    import asyncio
+
+    from retro_vllm.adapters.resolver import RegistryLoRAResolver
+
+    register(registry, tmp_path)
+    resolver = RegistryLoRAResolver()
+    resolver.catalog = AdapterCatalog(registry, base_model="base", max_rank=16)
+    request = asyncio.run(resolver.resolve_lora("/models/base", "legal@1"))
+    assert request.lora_name == "legal@1" and request.lora_path == str(registry.folder("legal", 1))
+    assert asyncio.run(resolver.resolve_lora("/models/base", "../etc")) is None
+    assert asyncio.run(resolver.resolve_lora("/models/base", "nobody")) is None
