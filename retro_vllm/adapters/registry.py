@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import os
@@ -20,9 +19,11 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pydantic import BaseModel, Field
+
+from retro_vllm.fsutil import folder_lock, replace_text
 
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 VERSIONED = re.compile(r"^(?P<name>[a-z][a-z0-9_-]{0,62})(?:@(?P<version>[1-9][0-9]{0,8}))?$")
@@ -156,17 +157,6 @@ class AdapterRegistry:
         return folder
 
     # -- writing ------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _lock(self, name: str) -> Iterator[None]:
-        folder = self.root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
     def register(self, source: Path, **fields: Any) -> AdapterManifest:
         """Copy a peft adapter folder in as the next version of `fields['name']` and make
         it current."""
@@ -174,7 +164,7 @@ class AdapterRegistry:
         if not NAME.match(name):
             raise AdapterError("invalid", f"{name!r} is not a valid adapter name")
         config = json.loads((source / "adapter_config.json").read_text())
-        with self._lock(name):
+        with folder_lock(self.root / name):
             folder = self.root / name
             for stale in folder.glob(".tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
@@ -201,13 +191,8 @@ class AdapterRegistry:
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-            self._set_current(name, version)
+            replace_text(self.root / name / CURRENT, f"{version}\n")
         return manifest
-
-    def _set_current(self, name: str, version: int) -> None:
-        pointer = self.root / name / f".{CURRENT}.tmp"
-        pointer.write_text(f"{version}\n")
-        os.replace(pointer, self.root / name / CURRENT)
 
 
 def seed_registry(registry: AdapterRegistry, seeds: list[tuple[str, str, Path]], *, base_model: str) -> list[AdapterManifest]:

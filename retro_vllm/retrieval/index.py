@@ -3,19 +3,16 @@ pointer file atomically, so readers only ever see a complete index."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from retro_vllm.config import RetroConfig
+from retro_vllm.fsutil import folder_lock, replace_text
 from retro_vllm.retrieval.stores.base import StoreError
 from retro_vllm.retrieval.stores.faiss import FaissStore
 
@@ -76,23 +73,12 @@ def open_version(version: IndexVersion) -> FaissStore:
         raise IndexUnavailableError(str(exc)) from None
 
 
-@contextlib.contextmanager
-def _build_lock(root: Path) -> Iterator[None]:
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def publish(root: Path, store: FaissStore, *, fingerprint: str, keep: int = 3) -> IndexVersion:
     """Write `store` as a new version and make it current. A crash at any point leaves the
     previous version current and intact."""
     versions = root / "versions"
     versions.mkdir(parents=True, exist_ok=True)
-    with _build_lock(root):
+    with folder_lock(root):
         for stale in versions.glob(".build-*"):  # left by a builder that was killed
             shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=".build-", dir=versions))
@@ -105,9 +91,7 @@ def publish(root: Path, store: FaissStore, *, fingerprint: str, keep: int = 3) -
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        pointer = root / f".{CURRENT}.tmp"
-        pointer.write_text(name + "\n")
-        os.replace(pointer, root / CURRENT)
+        replace_text(root / CURRENT, name + "\n")
         _prune(versions, keep=keep, current=name)
     logger.info("index version %s published under %s (%d chunks)", name, root, store.count())
     return IndexVersion(name=name, folder=versions / name, fingerprint=fingerprint)

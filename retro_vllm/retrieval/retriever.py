@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 
 import numpy as np
 
@@ -63,7 +62,3 @@ class Retriever:
 
     def passage_counts(self) -> dict[str, int]:
         return {d: self.store.count({"domain": d}) for d in self.config.domain_names}
-
-    @property
-    def root(self) -> Path:
-        return self._root

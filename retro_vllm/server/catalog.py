@@ -42,7 +42,7 @@ async def list_models(raw_request: Request) -> JSONResponse:
     return JSONResponse(models)
 
 
-def adapter_management_closed() -> JSONResponse:
+def adapter_management_closed(raw_request: Request) -> JSONResponse:
     return error_response(
         403,
         "adapters are served from the retro registry: register a version with `retro-vllm train` (or the registry "

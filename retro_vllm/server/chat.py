@@ -14,14 +14,10 @@ from retro_vllm import compat
 from retro_vllm.decoding.prompt import assemble_messages, last_user_text
 from retro_vllm.retrieval.types import Passage
 from retro_vllm.server.context import fit_to_context
-from retro_vllm.server.controls import parse_controls
 from retro_vllm.server.errors import RetroHTTPError, error_response
 from retro_vllm.server.respond import respond, validate_for_vllm
 from retro_vllm.server.request import (
-    check_controls,
-    drop_server_only_xargs,
-    read_json_body,
-    resolve_model,
+    read_generation_request,
     route_and_retrieve,
     retro_summary,
 )
@@ -31,11 +27,7 @@ from retro_vllm.server.state import RetroState
 async def create_chat_completion(raw_request: Request) -> Any:
     state: RetroState = raw_request.app.state.retro
     try:
-        body = await read_json_body(raw_request, state.config.serving.max_body_bytes)
-        controls = parse_controls(body.pop("retro", None))
-        check_controls(state, controls)
-        drop_server_only_xargs(body)
-        choice = resolve_model(body, raw_request.app.state)
+        body, controls, choice = await read_generation_request(raw_request, state)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             raise RetroHTTPError(400, "'messages' must be a non-empty list of message objects", code="invalid_messages",

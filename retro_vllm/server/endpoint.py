@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from argparse import Namespace
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI
 
 from retro_vllm.server import catalog, chat, completions
 
@@ -18,37 +18,18 @@ class RetroEndpointPlugin:
 
     def attach_router(self, app: FastAPI) -> None:
         router = APIRouter()
-
-        @router.post("/v1/chat/completions")
-        async def create_chat_completion(raw_request: Request):
-            return await chat.create_chat_completion(raw_request)
-
-        @router.post("/v1/completions")
-        async def create_completion(raw_request: Request):
-            return await completions.create_completion(raw_request)
-
-        @router.get("/v1/models")
-        async def list_models(raw_request: Request):
-            return await catalog.list_models(raw_request)
-
-        @router.get("/v1/retro/domains")
-        async def list_domains(raw_request: Request):
-            return await catalog.list_domains(raw_request)
-
-        @router.post("/v1/retro/search")
-        async def search(raw_request: Request):
-            return await catalog.search(raw_request)
-
-        # Adapters come from the registry (checked) on first use; vLLM's own load/unload routes
-        # would take any path, so they stay closed.
-        @router.post("/v1/load_lora_adapter")
-        async def load_lora_adapter(raw_request: Request):
-            return catalog.adapter_management_closed()
-
-        @router.post("/v1/unload_lora_adapter")
-        async def unload_lora_adapter(raw_request: Request):
-            return catalog.adapter_management_closed()
-
+        for method, path, handler in (
+            ("POST", "/v1/chat/completions", chat.create_chat_completion),
+            ("POST", "/v1/completions", completions.create_completion),
+            ("GET", "/v1/models", catalog.list_models),
+            ("GET", "/v1/retro/domains", catalog.list_domains),
+            ("POST", "/v1/retro/search", catalog.search),
+            # Adapters come from the registry (checked) on first use; vLLM's own load/unload
+            # routes would take any path, so they stay closed.
+            ("POST", "/v1/load_lora_adapter", catalog.adapter_management_closed),
+            ("POST", "/v1/unload_lora_adapter", catalog.adapter_management_closed),
+        ):
+            router.add_api_route(path, handler, methods=[method])
         app.include_router(router)
 
     async def init_state(self, engine_client, state, args: Namespace) -> None:

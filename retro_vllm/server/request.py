@@ -16,7 +16,7 @@ from retro_vllm.adapters.catalog import AdapterCatalog
 from retro_vllm.adapters.registry import VERSIONED, AdapterError, AdapterManifest
 from retro_vllm.decoding.prompt import order_passages
 from retro_vllm.retrieval.types import Passage
-from retro_vllm.server.controls import RetroControls
+from retro_vllm.server.controls import RetroControls, parse_controls
 from retro_vllm.server.errors import RetroHTTPError
 from retro_vllm.server.state import RetroState
 
@@ -43,6 +43,16 @@ async def read_json_body(raw_request: Request, max_bytes: int) -> dict[str, Any]
     if not isinstance(data, dict):
         raise RetroHTTPError(400, "request body must be a JSON object", code="invalid_json")
     return data
+
+
+async def read_generation_request(raw_request: Request, state: RetroState) -> tuple[dict[str, Any], RetroControls, ModelChoice]:
+    """The steps every generating route starts with: body, `retro` controls, server-only
+    xargs dropped, `model` resolved. Raises RetroHTTPError."""
+    body = await read_json_body(raw_request, state.config.serving.max_body_bytes)
+    controls = parse_controls(body.pop("retro", None))
+    check_controls(state, controls)
+    drop_server_only_xargs(body)
+    return body, controls, resolve_model(body, raw_request.app.state)
 
 
 def drop_server_only_xargs(body: dict[str, Any]) -> None:
