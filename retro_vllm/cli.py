@@ -251,6 +251,7 @@ def eval_citations(
     pass_domain: bool = typer.Option(True, help="Send retro.domain (else the model name decides: `retro` routes)."),
     concurrency: int = typer.Option(4, help="Requests in flight."),
     heldout: bool = typer.Option(False, help="Only questions the domains' current adapters held out of training."),
+    bias: Optional[float] = typer.Option(None, help="Send retro.bias (retrieval-aware decoding strength; 0 = off)."),
     config_path: Optional[Path] = CONFIG_OPTION,
 ) -> None:
     from retro_vllm.evaluation.citations import evaluate, table
@@ -272,7 +273,7 @@ def eval_citations(
     if not files:
         _fail(f"no <domain>.jsonl QA files in {folder}")
     outcomes = evaluate(url.rstrip("/"), files, model=model, limit=limit, max_tokens=max_tokens,
-                        pass_domain=pass_domain, concurrency=concurrency, only_doc_ids=only)
+                        pass_domain=pass_domain, concurrency=concurrency, only_doc_ids=only, bias=bias)
     typer.echo(table(outcomes))
 
 

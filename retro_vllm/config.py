@@ -58,7 +58,8 @@ class ChunkingSection(_Section):
 class RetrievalSection(_Section):
     backend: Literal["faiss"] = "faiss"
     top_k: int = Field(4, ge=1, description="Passages put in the prompt when a request names none.")
-    max_top_k: int = Field(16, ge=1, description="Largest top_k a request may ask for.")
+    # 64: the largest marker number the citation constraint tracks (decoding/markers.py).
+    max_top_k: int = Field(16, ge=1, le=64, description="Largest top_k a request may ask for.")
     min_score: float = Field(0.0, description="Passages scoring below this (cosine) are not used.")
     chunking: ChunkingSection = ChunkingSection()
 
@@ -91,11 +92,15 @@ class DomainSection(_Section):
         None, description="A peft adapter folder imported into the registry when it holds no version of `adapter`."
     )
 
+    preamble: str | None = Field(None, description="System text put before the passages; empty = serving default.")
+    corpus: list[Path] = Field(default_factory=list, description="Files or folders indexed for this domain.")
+    bias: float | None = Field(
+        None, ge=0.0, le=10.0, description="Retrieval-aware decoding strength for this domain; empty = decoding.bias."
+    )
+
     @property
     def adapter_name(self) -> str:
         return self.adapter or self.name
-    preamble: str | None = Field(None, description="System text put before the passages; empty = serving default.")
-    corpus: list[Path] = Field(default_factory=list, description="Files or folders indexed for this domain.")
 
     @field_validator("name")
     @classmethod
@@ -126,6 +131,16 @@ class ServingSection(_Section):
     )
 
 
+class DecodingSection(_Section):
+    constrain_citations: bool = Field(
+        True, description="Markers [n] can only name passages supplied to the request (a vLLM logits processor)."
+    )
+    bias: float = Field(
+        0.0, ge=0.0, le=10.0,
+        description="Added to the logits of tokens that occur in the retrieved passages; 0 = off. Per domain: bias.",
+    )
+
+
 class RetroConfig(_Section):
     home: Path | None = Field(None, description="Data folder; empty = $RETRO_VLLM_HOME or ~/.cache/retro-vllm.")
     model: ModelSection = ModelSection()
@@ -134,6 +149,7 @@ class RetroConfig(_Section):
     routing: RoutingSection = RoutingSection()
     adapters: AdaptersSection = AdaptersSection()
     serving: ServingSection = ServingSection()
+    decoding: DecodingSection = DecodingSection()
     domains: list[DomainSection] = Field(default_factory=list)
 
     source: Path | None = Field(None, exclude=True, description="The file this was read from.")

@@ -74,6 +74,8 @@ def server_env(home: Path) -> dict[str, str]:
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         PYTHONUNBUFFERED="1",
+        # Lets a test make the logits processor fail, to show the engine survives it.
+        RETRO_VLLM_TEST_FAULTS="1",
     )
     return env
 

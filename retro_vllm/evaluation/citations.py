@@ -6,7 +6,9 @@ Questions come from QA JSONL files (`{"question", "answer", "doc_id"}`), one per
 from __future__ import annotations
 
 import json
+import re
 import statistics
+from collections import Counter
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,17 +31,51 @@ class Outcome:
     completion_tokens: int
     routed_domain: str | None = None
     adapter: str | None = None
+    markers: int = 0  # [n] in the raw text
+    invalid_markers: int = 0  # of those, naming no supplied passage
+    answer_f1: float | None = None  # token F1 against the reference answer, markers removed
+    cited_overlap: float | None = None  # share of the answer's tokens found in the passages it cites
 
 
-def ask(base_url: str, model: str, domain: str, record: dict, *, max_tokens: int, pass_domain: bool) -> Outcome:
+_WORD = re.compile(r"[a-z0-9]+")
+_ARTICLES = {"a", "an", "the"}
+
+
+def words(text: str) -> list[str]:
+    return [w for w in _WORD.findall(MARKER.sub(" ", text.lower())) if w not in _ARTICLES]
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD-style token F1 (lowercase, no punctuation or articles)."""
+    predicted, expected = words(prediction), words(reference)
+    common = sum((Counter(predicted) & Counter(expected)).values())
+    if not predicted or not expected or not common:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def overlap(answer: str, sources: list[str]) -> float | None:
+    answer_words = words(answer)
+    if not answer_words or not sources:
+        return None
+    vocabulary = set(words(" ".join(sources)))
+    return sum(w in vocabulary for w in answer_words) / len(answer_words)
+
+
+def ask(base_url: str, model: str, domain: str, record: dict, *, max_tokens: int, pass_domain: bool,
+        bias: float | None = None) -> Outcome:
     body = {
         "model": model,
         "messages": [{"role": "user", "content": record["question"]}],
         "temperature": 0,
         "max_tokens": max_tokens,
     }
-    if pass_domain:
-        body["retro"] = {"domain": domain}
+    retro = {"domain": domain} if pass_domain else {}
+    if bias is not None:
+        retro["bias"] = bias
+    if retro:
+        body["retro"] = retro
     start = time.perf_counter()
     response = httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=600)
     latency = time.perf_counter() - start
@@ -47,10 +83,12 @@ def ask(base_url: str, model: str, domain: str, record: dict, *, max_tokens: int
     data = response.json()
     message = data["choices"][0]["message"]
     passages = data["retro"]["passages"]
-    cited = {passages[a_rank - 1]["id"].split("#")[0] for a_rank in _cited_ranks(message, passages)}
+    content = message.get("content") or ""
+    cited_ranks = _cited_ranks(message, passages)
+    cited = {passages[a_rank - 1]["id"].split("#")[0] for a_rank in cited_ranks}
     gold = record.get("doc_id")
     gold_retrieved = gold is not None and any(p["id"].split("#")[0] == gold for p in passages)
-    raw_markers = MARKER.findall(message.get("content") or "")
+    raw_markers = MARKER.findall(content)
     return Outcome(
         domain=domain,
         has_marker=bool(raw_markers),
@@ -61,6 +99,10 @@ def ask(base_url: str, model: str, domain: str, record: dict, *, max_tokens: int
         adapter=data["retro"].get("adapter"),
         latency_s=latency,
         completion_tokens=data["usage"]["completion_tokens"],
+        markers=len(raw_markers),
+        invalid_markers=sum(not 1 <= int(n) <= len(passages) for n in raw_markers),
+        answer_f1=token_f1(content, record["answer"]) if record.get("answer") else None,
+        cited_overlap=overlap(content, [passages[r - 1]["text"] for r in sorted(set(cited_ranks))]),
     )
 
 
@@ -75,7 +117,7 @@ def _cited_ranks(message: dict, passages: list[dict]) -> list[int]:
 
 def evaluate(
     base_url: str, qa_files: dict[str, Path], *, model: str, limit: int | None, max_tokens: int,
-    pass_domain: bool, concurrency: int, only_doc_ids: set[str] | None = None,
+    pass_domain: bool, concurrency: int, only_doc_ids: set[str] | None = None, bias: float | None = None,
 ) -> list[Outcome]:
     """`qa_files` maps a domain to a JSONL of questions; `doc_id` (the passage holding the
     answer) is optional, and records may name their own `domain`."""
@@ -86,7 +128,7 @@ def evaluate(
             records = [r for r in records if r.get("doc_id") in only_doc_ids]
         jobs += [(r.get("domain", domain), r) for r in records[:limit]]
     with ThreadPoolExecutor(concurrency) as pool, tqdm(total=len(jobs), desc="Asking", unit="q") as bar:
-        futures = [pool.submit(ask, base_url, model, d, r, max_tokens=max_tokens, pass_domain=pass_domain) for d, r in jobs]
+        futures = [pool.submit(ask, base_url, model, d, r, max_tokens=max_tokens, pass_domain=pass_domain, bias=bias) for d, r in jobs]
         outcomes = []
         for future in futures:
             outcomes.append(future.result())
@@ -94,10 +136,21 @@ def evaluate(
     return outcomes
 
 
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "n/a"
+
+
+def _mean(values: list[float | None]) -> str:
+    present = [v for v in values if v is not None]
+    return f"{statistics.fmean(present):.3f}" if present else "n/a"
+
+
 def table(outcomes: list[Outcome]) -> str:
-    rows = ["| domain | questions | routed right | any [n] | valid citation | gold retrieved | gold cited (of retrieved) "
-            "| p50 latency s |",
-            "|---|---|---|---|---|---|---|---|"]
+    """`valid citation`: answers with at least one marker naming a supplied passage; `markers
+    valid`: of all markers in the raw text, the share naming a supplied passage."""
+    rows = ["| domain | questions | routed right | any [n] | valid citation | markers valid | gold retrieved "
+            "| gold cited (of retrieved) | answer F1 | overlap with cited | p50 latency s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     groups = {}
     for o in outcomes:
         groups.setdefault(o.domain, []).append(o)
@@ -108,8 +161,10 @@ def table(outcomes: list[Outcome]) -> str:
         rows.append(
             f"| {name} | {n} | {sum(o.routed_domain == o.domain for o in group) / n:.1%} | "
             f"{sum(o.has_marker for o in group) / n:.1%} | {sum(o.valid_marker for o in group) / n:.1%} | "
+            f"{_share(sum(o.markers - o.invalid_markers for o in group), sum(o.markers for o in group))} | "
             f"{len(retrieved) / n:.1%} | "
             f"{(f'{sum(o.gold_cited for o in retrieved) / len(retrieved):.1%}') if retrieved else 'n/a'} | "
+            f"{_mean([o.answer_f1 for o in group])} | {_mean([o.cited_overlap for o in group])} | "
             f"{statistics.median(o.latency_s for o in group):.2f} |"
         )
     return "\n".join(rows)

@@ -22,6 +22,7 @@ from retro_vllm.server.request import (
     retro_summary,
 )
 from retro_vllm.server.state import RetroState
+from retro_vllm.server.steering import attach, decoding_args
 
 
 async def create_chat_completion(raw_request: Request) -> Any:
@@ -39,6 +40,7 @@ async def create_chat_completion(raw_request: Request) -> Any:
             body["messages"], passages, dropped = await fit_to_context(
                 state, body, passages, lambda kept: assemble_messages(messages, preamble, kept), state.count_chat_tokens
             )
+            attach(body, decoding_args(state, body, controls, route.domain, [passages]))
         request = validate_for_vllm(compat.ChatCompletionRequest, body)
     except RetroHTTPError as exc:
         return exc.to_response()

@@ -25,6 +25,7 @@ from retro_vllm.server.request import (
     retro_summary,
 )
 from retro_vllm.server.state import RetroState
+from retro_vllm.server.steering import attach, decoding_args
 
 
 def text_prompts(prompt: Any) -> list[str] | None:
@@ -70,6 +71,7 @@ async def create_completion(raw_request: Request) -> Any:
                 per_prompt.append(passages)
                 all_dropped += dropped
             body["prompt"] = rendered[0] if isinstance(body["prompt"], str) else rendered
+            attach(body, decoding_args(state, body, controls, route.domain, per_prompt))
         request = validate_for_vllm(compat.CompletionRequest, body)
     except RetroHTTPError as exc:
         return exc.to_response()

@@ -14,6 +14,7 @@ from fastapi import Request
 from retro_vllm import compat
 from retro_vllm.adapters.catalog import AdapterCatalog
 from retro_vllm.adapters.registry import VERSIONED, AdapterError, AdapterManifest
+from retro_vllm.decoding.args import ARG_FAULT, MAX_BIAS, faults_enabled
 from retro_vllm.decoding.prompt import order_passages
 from retro_vllm.retrieval.types import Passage
 from retro_vllm.server.controls import RetroControls, parse_controls
@@ -58,7 +59,8 @@ async def read_generation_request(raw_request: Request, state: RetroState) -> tu
 def drop_server_only_xargs(body: dict[str, Any]) -> None:
     xargs = body.get("vllm_xargs")
     if isinstance(xargs, dict):
-        dropped = [k for k in xargs if isinstance(k, str) and k.startswith(SERVER_ONLY_XARG_PREFIX)]
+        dropped = [k for k in xargs if isinstance(k, str) and k.startswith(SERVER_ONLY_XARG_PREFIX)
+                   and not (k == ARG_FAULT and faults_enabled())]
         for key in dropped:
             del xargs[key]
         if dropped:
@@ -70,6 +72,10 @@ def check_controls(state: RetroState, controls: RetroControls) -> None:
         known = ", ".join(state.config.domain_names) or "none configured"
         raise RetroHTTPError(
             400, f"unknown domain {controls.domain!r}; known domains: {known}", code="unknown_domain", param="retro.domain"
+        )
+    if controls.bias is not None and not 0 <= controls.bias <= MAX_BIAS:
+        raise RetroHTTPError(
+            400, f"retro.bias must be between 0 and {MAX_BIAS:g}, got {controls.bias}", code="invalid_bias", param="retro.bias"
         )
     limit = state.config.retrieval.max_top_k
     if controls.top_k is not None and not 1 <= controls.top_k <= limit:

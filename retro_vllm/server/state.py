@@ -63,6 +63,10 @@ class RetroState:
         section = self.config.domain(domain) if domain else None
         return (section.preamble if section and section.preamble else None) or self.config.serving.preamble
 
+    def bias(self, domain: str | None) -> float:
+        section = self.config.domain(domain) if domain else None
+        return section.bias if section and section.bias is not None else self.config.decoding.bias
+
     def count_chat_tokens(self, messages: list[dict]) -> int:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

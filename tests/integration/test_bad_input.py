@@ -18,6 +18,7 @@ CASES = [
     ("retro unknown key", {**GOOD, "retro": {"domian": "astronomy"}}, 400, "invalid_retro"),
     ("unknown domain", {**GOOD, "retro": {"domain": "law"}}, 400, "unknown_domain"),
     ("top_k out of range", {**GOOD, "retro": {"top_k": 1000}}, 400, "invalid_top_k"),
+    ("bias out of range", {**GOOD, "retro": {"bias": 50}}, 400, "invalid_bias"),
     ("empty messages", {**GOOD, "messages": []}, 400, "invalid_messages"),
     ("path-like adapter name", {**GOOD, "model": "../../etc/passwd"}, 400, "invalid_model_name"),
     ("absolute path as model", {**GOOD, "model": "/tmp/adapter"}, 400, "invalid_model_name"),

@@ -1,0 +1,61 @@
+"""The arguments the endpoint hands the logits processor, through `SamplingParams.extra_args`.
+
+Clients cannot set them: the endpoint drops `retro_*` keys from a client's `vllm_xargs`. They
+are still validated here, in vLLM's admission path, so a malformed one is a 400 and never
+reaches the engine.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from retro_vllm.decoding.markers import MAX_MARKER
+
+ARG_PASSAGES = "retro_passages"
+ARG_BIAS = "retro_bias"
+ARG_BIAS_TOKENS = "retro_bias_tokens"
+# Honoured only with RETRO_VLLM_TEST_FAULTS=1 (tests): makes the processor fail, to show a
+# fault is contained and the engine keeps serving.
+ARG_FAULT = "retro_fault"
+MAX_BIAS = 10.0
+MAX_BIAS_TOKENS = 4096
+
+
+def faults_enabled() -> bool:
+    return os.environ.get("RETRO_VLLM_TEST_FAULTS") == "1"
+
+
+@dataclass(frozen=True)
+class RequestArgs:
+    passages: int | None  # None: markers unconstrained
+    bias: float
+    bias_tokens: tuple[int, ...]
+    fault: bool = False
+
+
+def parse_args(extra_args: dict[str, Any] | None) -> RequestArgs | None:
+    """The processor's arguments of one request, or None when it carries none. ValueError
+    (a 400 before the engine) on anything malformed."""
+    if not extra_args:
+        return None
+    ours = {k: v for k, v in extra_args.items() if isinstance(k, str) and k.startswith("retro_")}
+    if not ours:
+        return None
+    known = {ARG_PASSAGES, ARG_BIAS, ARG_BIAS_TOKENS} | ({ARG_FAULT} if faults_enabled() else set())
+    unknown = sorted(set(ours) - known)
+    if unknown:
+        raise ValueError(f"unknown retro logits processor argument(s): {', '.join(unknown)}")
+    passages = ours.get(ARG_PASSAGES)
+    if passages is not None and (type(passages) is not int or not 0 <= passages <= MAX_MARKER):
+        raise ValueError(f"{ARG_PASSAGES} must be an integer between 0 and {MAX_MARKER}, got {passages!r}")
+    bias = ours.get(ARG_BIAS, 0.0)
+    if type(bias) not in (int, float) or not math.isfinite(bias) or not 0.0 <= bias <= MAX_BIAS:
+        raise ValueError(f"{ARG_BIAS} must be a number between 0 and {MAX_BIAS}, got {bias!r}")
+    tokens = ours.get(ARG_BIAS_TOKENS, [])
+    if (not isinstance(tokens, list) or len(tokens) > MAX_BIAS_TOKENS
+            or not all(type(t) is int and t >= 0 for t in tokens)):
+        raise ValueError(f"{ARG_BIAS_TOKENS} must be a list of at most {MAX_BIAS_TOKENS} token ids")
+    return RequestArgs(passages, float(bias), tuple(tokens), bool(ours.get(ARG_FAULT, False)))

@@ -1,0 +1,50 @@
+"""The logits processor's arguments for one request: set here, by the server, and nowhere else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from retro_vllm.decoding.args import ARG_BIAS, ARG_BIAS_TOKENS, ARG_PASSAGES, MAX_BIAS_TOKENS
+from retro_vllm.retrieval.types import Passage
+from retro_vllm.server.controls import RetroControls
+from retro_vllm.server.state import RetroState
+
+# Requests whose output follows a grammar or a tool schema: brackets and digits mean something
+# else there, so the citation constraint stays out of the way.
+_STRUCTURED_KEYS = ("tools", "response_format", "structured_outputs", "guided_json", "guided_regex",
+                    "guided_choice", "guided_grammar")
+
+
+def decoding_args(state: RetroState, body: dict[str, Any], controls: RetroControls, domain: str | None,
+                  passage_sets: list[list[Passage]]) -> dict[str, Any]:
+    """passage_sets: the passages of each prompt of the request (one for chat). One set of
+    arguments covers the whole request, so with several prompts the constraint allows the
+    largest passage count among them."""
+    if not controls.retrieval:
+        return {}
+    args: dict[str, Any] = {}
+    if state.config.decoding.constrain_citations and not any(body.get(k) for k in _STRUCTURED_KEYS):
+        args[ARG_PASSAGES] = max((len(ps) for ps in passage_sets), default=0)
+    bias = controls.bias if controls.bias is not None else state.bias(domain)
+    if bias > 0:
+        tokens = passage_tokens(state, [p for ps in passage_sets for p in ps])
+        if tokens:
+            args[ARG_BIAS] = float(bias)
+            args[ARG_BIAS_TOKENS] = tokens
+    return args
+
+
+def passage_tokens(state: RetroState, passages: list[Passage]) -> list[int]:
+    if state.tokenizer is None or not passages:
+        return []
+    special = set(state.tokenizer.all_special_ids)
+    encoded = state.tokenizer([p.chunk.text for p in passages], add_special_tokens=False)["input_ids"]
+    unique = sorted({t for ids in encoded for t in ids} - special)
+    return unique[:MAX_BIAS_TOKENS]
+
+
+def attach(body: dict[str, Any], args: dict[str, Any]) -> None:
+    if not args:
+        return
+    xargs = body.get("vllm_xargs")
+    body["vllm_xargs"] = {**(xargs if isinstance(xargs, dict) else {}), **args}

@@ -1,0 +1,51 @@
+"""The logits processor inside the real engine: markers limited to supplied passages, the
+retrieval-aware bias, and a fault that must not take the engine down."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.integration.test_chat import MODEL, ask
+
+pytestmark = pytest.mark.engine
+
+MARKER = re.compile(r"\[(\d+)\]")
+COPY = "Copy this text exactly: 'Sources [1] and [3] agree, but [9] and [7] do not.'"
+
+
+def markers(text: str) -> list[int]:
+    return [int(n) for n in MARKER.findall(text)]
+
+
+def test_markers_cannot_name_passages_that_were_not_supplied(client):
+    # Without retrieval nothing constrains the copy: the model writes the out-of-range
+    # markers, which shows the prompt does make it try.
+    _, free = ask(client, COPY, retrieval=False)
+    assert any(n > 2 for n in markers(free.choices[0].message.content))
+    # With two passages, the same request can only produce [1] and [2].
+    _, constrained = ask(client, COPY, top_k=2, domain="astronomy")
+    assert len(constrained.model_extra["retro"]["passages"]) == 2
+    assert all(1 <= n <= 2 for n in markers(constrained.choices[0].message.content))
+
+
+def test_bias_steers_toward_passage_text(client):
+    question = "Tell me something interesting."
+    _, plain = ask(client, question, domain="cooking", bias=0)
+    _, biased = ask(client, question, domain="cooking", bias=6)
+    assert plain.model_extra["retro"]["passages"] == biased.model_extra["retro"]["passages"]
+    assert plain.choices[0].message.content != biased.choices[0].message.content
+
+
+def test_processor_fault_is_contained(client, retro_server):
+    """The server runs with RETRO_VLLM_TEST_FAULTS=1, which lets this request make the
+    processor raise inside the engine core on every step."""
+    faulty = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "What is a light-year?"}], temperature=0, max_tokens=16,
+        extra_body={"vllm_xargs": {"retro_fault": 1}, "retro": {"domain": "astronomy"}},
+    )
+    assert faulty.choices[0].message.content
+    assert "retro logits processor fault in apply" in retro_server.log_path.read_text(errors="replace")
+    _, after = ask(client, "What is a light-year?", domain="astronomy")
+    assert after.choices[0].message.content and after.choices[0].finish_reason in ("stop", "length")
