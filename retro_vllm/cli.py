@@ -130,6 +130,9 @@ def serve(ctx: typer.Context, config_path: Optional[Path] = CONFIG_OPTION) -> No
     for flag, value in defaults.items():
         if flag not in given:
             args += [flag, value]
+    if "--enable-prompt-tokens-details" not in given:
+        # usage.prompt_tokens_details.cached_tokens: the prefix-cache hits behind retro's metrics
+        args.append("--enable-prompt-tokens-details")
     args += [*config.serving.vllm_args, *user_args]
 
     env = dict(os.environ)

@@ -13,6 +13,7 @@ from retro_vllm import compat
 from retro_vllm.decoding.citations import extract_citations
 from retro_vllm.retrieval.types import Passage
 from retro_vllm.server.errors import RetroHTTPError
+from retro_vllm.server.metrics import record
 from retro_vllm.server.request import retro_headers
 from retro_vllm.server.streaming import annotate_stream
 
@@ -49,6 +50,7 @@ def respond(
             else:
                 choice["annotations"] = extract_citations(choice.get("text") or "", passages)
         payload["retro"] = summary
+        record(summary, payload.get("usage"))
         return JSONResponse(payload, headers=headers)
     stream = annotate_stream(result, summary, passages_for_choice, chat=chat)
     return StreamingResponse(

@@ -9,6 +9,7 @@ from typing import Any, AsyncIterator, Callable
 
 from retro_vllm.decoding.citations import extract_citations
 from retro_vllm.retrieval.types import Passage
+from retro_vllm.server.metrics import record
 
 DATA = "data: "
 
@@ -30,6 +31,9 @@ async def annotate_stream(
         if first:
             chunk["retro"] = summary
             first = False
+            record(summary, None)
+        if chunk.get("usage") and not chunk["choices"]:  # the final usage chunk (include_usage)
+            record(summary, chunk["usage"], count_request=False)
         for choice in chunk["choices"]:
             index = choice.get("index", 0)
             if chat:

@@ -49,3 +49,19 @@ def test_processor_fault_is_contained(client, retro_server):
     assert "retro logits processor fault in apply" in retro_server.log_path.read_text(errors="replace")
     _, after = ask(client, "What is a light-year?", domain="astronomy")
     assert after.choices[0].message.content and after.choices[0].finish_reason in ("stop", "length")
+
+
+def test_repeated_passages_hit_the_prefix_cache_and_show_in_metrics(client, retro_server):
+    import httpx
+
+    question = "Which planet has the Great Red Spot?"
+    ask(client, question, domain="astronomy")
+    _, again = ask(client, question, domain="astronomy")
+    # Preamble and passages come first in a canonical order, so the repeat reuses their K/V
+    # (whole 128-token blocks on CPU).
+    assert again.usage.prompt_tokens_details.cached_tokens >= 128
+    metrics = httpx.get(f"{retro_server.base_url}/metrics", timeout=30).text
+    cached = [line for line in metrics.splitlines()
+              if line.startswith("retro_prompt_cached_tokens_total{") and 'domain="astronomy"' in line]
+    assert cached and max(float(line.rsplit(" ", 1)[1]) for line in cached) >= 128
+    assert any(line.startswith("retro_prompt_tokens_total{") for line in metrics.splitlines())
