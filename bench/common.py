@@ -1,0 +1,140 @@
+"""Shared pieces of the benches: a server on loopback, streamed requests with timings, tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def demo_config(home: Path) -> Path:
+    """The bundled demo with absolute paths, a fresh home and the already-converted model."""
+    from retro_vllm import envs
+    from retro_vllm.config import DEMO_CONFIG
+    from retro_vllm.models.default_model import ensure_default_model
+
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    for domain in raw["domains"]:
+        domain["corpus"] = [str((DEMO_CONFIG.parent / p).resolve()) for p in domain["corpus"]]
+        for key in ("qa", "adapter_seed"):
+            if domain.get(key):
+                domain[key] = str((DEMO_CONFIG.parent / domain[key]).resolve())
+    home.mkdir(parents=True, exist_ok=True)
+    raw["home"] = str(home)
+    raw["model"]["path"] = str(ensure_default_model(envs.RETRO_VLLM_HOME, progress=True))
+    path = home / "retro.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+class RetroServer:
+    """`retro-vllm serve` on a free loopback port; stopped on exit."""
+
+    def __init__(self, config: Path, extra: list[str] = (), log: Path | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log or config.parent / "server.log"
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="2")
+        command = [sys.executable, "-m", "retro_vllm.cli", "serve", "--config", str(config), "--port",
+                   str(self.port), "--max-model-len", "2048", "--seed", "0", *extra]
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def __enter__(self) -> "RetroServer":
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited while starting; log: {self.log_path}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        raise RuntimeError(f"server not ready; log: {self.log_path}")
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._log.close()
+
+
+@dataclass
+class Timed:
+    ttft_s: float
+    total_s: float
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+
+
+def stream_chat(client: httpx.Client, url: str, body: dict) -> Timed:
+    """One streamed chat request: time to the first content token, and usage."""
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    start = time.perf_counter()
+    ttft = None
+    usage = {}
+    with client.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=600) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if ttft is None and any((c.get("delta") or {}).get("content") for c in chunk.get("choices", [])):
+                ttft = time.perf_counter() - start
+            usage = chunk.get("usage") or usage
+    total = time.perf_counter() - start
+    details = usage.get("prompt_tokens_details") or {}
+    return Timed(ttft if ttft is not None else total, total, usage.get("prompt_tokens", 0),
+                 details.get("cached_tokens") or 0, usage.get("completion_tokens", 0))
+
+
+def p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+
+
+def write_result(name: str, markdown: str, data: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    (RESULTS / f"{name}.md").write_text(f"# {name}\n\n{stamp} on {machine()}\n\n{markdown}\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps({"when": stamp, "machine": machine(), **data}, indent=2) + "\n")
+    return RESULTS / f"{name}.md"

@@ -1,0 +1,108 @@
+"""KV-cache-aware prompt layout vs a naive one, on one server, in one run.
+
+Workload: questions from the demo's QA files, each asked in three wordings (the first is
+"cold", the two others repeat it and usually retrieve the same passages). retro-vllm's layout
+puts preamble and passages (canonical order) first, so a repeat reuses their K/V from vLLM's
+prefix cache; the naive layout (what a client-side RAG chain typically sends: question first,
+then passages by score) is built here from the same retrieval (`/v1/retro/search`) and sent
+with `retro.retrieval: false`, so both go through the same engine, model and adapter.
+
+    python -m bench.kv_layout [--per-domain 6] [--model SmolLM2-135M-Instruct]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import httpx
+from tqdm.auto import tqdm
+
+from bench.common import RetroServer, demo_config, p50, stream_chat, write_result
+
+WORDINGS = ("{q}", "Briefly: {q}", "{q} Please explain.")
+
+
+def naive_messages(preamble: str, question: str, passages: list[dict]) -> list[dict]:
+    by_score = sorted(passages, key=lambda p: -p["score"])
+    sources = "\n\n".join(f"[{n}] {p['title']}\n{p['text']}" for n, p in enumerate(by_score, 1))
+    return [{"role": "system", "content": preamble}, {"role": "user", "content": f"{question}\n\nSources:\n\n{sources}"}]
+
+
+def run(url: str, *, model: str, per_domain: int, preamble: str, qa_dir: Path, max_tokens: int = 8) -> dict:
+    jobs = []
+    for path in sorted(qa_dir.glob("*.jsonl")):
+        domain = path.stem
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()][:per_domain]
+        jobs += [(domain, r["question"]) for r in records]
+    rows = {"retro": {"cold": [], "repeat": []}, "naive": {"cold": [], "repeat": []}}
+    same_set = 0
+    with httpx.Client() as client:
+        for domain, question in tqdm(jobs, desc="kv layout", unit="question"):
+            first_ids = None
+            for n, wording in enumerate(WORDINGS):
+                text = wording.format(q=question)
+                body = {"model": model, "temperature": 0, "max_tokens": max_tokens,
+                        "messages": [{"role": "user", "content": text}], "retro": {"domain": domain}}
+                timed = stream_chat(client, url, body)
+                rows["retro"]["cold" if n == 0 else "repeat"].append(timed)
+                passages = client.post(f"{url}/v1/retro/search", json={"query": text, "domain": domain},
+                                       timeout=60).json()["passages"]
+                ids = sorted(p["id"] for p in passages)
+                if n == 0:
+                    first_ids = ids
+                elif ids == first_ids:
+                    same_set += 1
+                naive = {"model": model, "temperature": 0, "max_tokens": max_tokens,
+                         "messages": naive_messages(preamble, text, passages), "retro": {"retrieval": False}}
+                rows["naive"]["cold" if n == 0 else "repeat"].append(stream_chat(client, url, naive))
+    return {"rows": rows, "questions": len(jobs), "repeats": len(jobs) * (len(WORDINGS) - 1), "same_set": same_set}
+
+
+def table(result: dict) -> tuple[str, dict]:
+    summary = {}
+    lines = ["| layout | TTFT p50 cold ms | TTFT p50 repeat ms | cached share of prompt, repeats | prompt tokens p50 |",
+             "|---|---|---|---|---|"]
+    for layout, parts in result["rows"].items():
+        cold = p50([t.ttft_s for t in parts["cold"]]) * 1000
+        repeat = p50([t.ttft_s for t in parts["repeat"]]) * 1000
+        cached = sum(t.cached_tokens for t in parts["repeat"]) / max(1, sum(t.prompt_tokens for t in parts["repeat"]))
+        tokens = p50([t.prompt_tokens for t in parts["repeat"]])
+        summary[layout] = {"ttft_p50_cold_ms": cold, "ttft_p50_repeat_ms": repeat, "cached_share_repeat": cached}
+        lines.append(f"| {layout} | {cold:.0f} | {repeat:.0f} | {cached:.1%} | {tokens:.0f} |")
+    ratio = summary["naive"]["ttft_p50_repeat_ms"] / summary["retro"]["ttft_p50_repeat_ms"]
+    summary["repeat_ttft_ratio_naive_over_retro"] = ratio
+    lines.append("")
+    lines.append(f"Repeated part: naive TTFT p50 / retro TTFT p50 = **{ratio:.2f}x** (target >= 4x). "
+                 f"{result['questions']} questions x {len(WORDINGS)} wordings; {result['same_set']} of "
+                 f"{result['repeats']} repeats retrieved the same passage set as the first wording.")
+    return "\n".join(lines), summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--per-domain", type=int, default=6, help="Questions per demo domain.")
+    parser.add_argument("--model", default="SmolLM2-135M-Instruct",
+                        help="Served model or adapter name, the same for both layouts.")
+    parser.add_argument("--url", default=None, help="Use a running retro-vllm server instead of starting one.")
+    args = parser.parse_args()
+    from retro_vllm.config import DEMO_CONFIG, load_config
+
+    preamble = load_config(DEMO_CONFIG).serving.preamble
+    qa_dir = DEMO_CONFIG.parent / "qa"
+    if args.url:
+        result = run(args.url, model=args.model, per_domain=args.per_domain, preamble=preamble, qa_dir=qa_dir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="retro-bench-") as tmp, \
+                RetroServer(demo_config(Path(tmp) / "home")) as server:
+            result = run(server.url, model=args.model, per_domain=args.per_domain, preamble=preamble, qa_dir=qa_dir)
+    markdown, summary = table(result)
+    print(markdown)
+    path = write_result("kv_layout", f"Model: `{args.model}`.\n\n{markdown}", {"model": args.model, **summary})
+    print(f"\nwritten: {path}")
+
+
+if __name__ == "__main__":
+    main()

