@@ -32,7 +32,7 @@ def ensure_stock_venv() -> Path:
         subprocess.run([str(python), "-m", "pip", "uninstall", "--quiet", "-y", "torchvision", "torchaudio",
                         "torchcodec"], check=False)
     check = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('retro_vllm') is None)"],
-                           capture_output=True, text=True, check=True)
+                           capture_output=True, text=True, check=True, cwd="/")  # not the repo: it holds retro_vllm/
     if check.stdout.strip() != "True":
         raise RuntimeError(f"{STOCK_VENV} has retro-vllm installed; the baseline must not")
     return python
@@ -49,7 +49,7 @@ class StockServer:
         command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
                    "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(self.port), *ENGINE_ARGS]
         self._log = log.open("wb")
-        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd="/")
 
     def __enter__(self) -> "StockServer":
         deadline = time.monotonic() + 900
