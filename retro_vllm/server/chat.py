@@ -23,6 +23,7 @@ from retro_vllm.server.request import (
 )
 from retro_vllm.server.state import RetroState
 from retro_vllm.server.steering import attach, decoding_args
+from retro_vllm.server.timing import Timings
 
 
 async def create_chat_completion(raw_request: Request) -> Any:
@@ -34,23 +35,28 @@ async def create_chat_completion(raw_request: Request) -> Any:
             raise RetroHTTPError(400, "'messages' must be a non-empty list of message objects", code="invalid_messages",
                                  param="messages")
         dropped: list[Passage] = []
-        route, passages = await route_and_retrieve(state, body, last_user_text(messages), controls, choice)
+        timings = Timings()
+        route, passages = await route_and_retrieve(state, body, last_user_text(messages), controls, choice, timings)
         if controls.retrieval:
             preamble = state.preamble(route.domain)
-            body["messages"], passages, dropped = await fit_to_context(
-                state, body, passages, lambda kept: assemble_messages(messages, preamble, kept), state.count_chat_tokens
-            )
-            attach(body, decoding_args(state, body, controls, route.domain, [passages]))
+            with timings.measure("prompt"):
+                body["messages"], passages, dropped = await fit_to_context(
+                    state, body, passages, lambda kept: assemble_messages(messages, preamble, kept),
+                    state.count_chat_tokens,
+                )
+                attach(body, decoding_args(state, body, controls, route.domain, [passages]))
         request = validate_for_vllm(compat.ChatCompletionRequest, body)
     except RetroHTTPError as exc:
         return exc.to_response()
-    return await _generate(request, raw_request, retro_summary(route, controls, passages, dropped=dropped), passages)
+    return await _generate(request, raw_request, retro_summary(route, controls, passages, dropped=dropped), passages,
+                           timings)
 
 
 @compat.with_cancellation
-async def _generate(request, raw_request: Request, summary: dict[str, Any], passages: list[Passage]) -> Any:
+async def _generate(request, raw_request: Request, summary: dict[str, Any], passages: list[Passage],
+                    timings: Timings) -> Any:
     handler = compat.chat_handler(raw_request.app.state)
     if handler is None:
         return error_response(501, "the served model does not support chat completions", code="not_supported")
     result = await handler.create_chat_completion(request, raw_request)
-    return respond(result, raw_request, summary, lambda _index: passages, chat=True)
+    return respond(result, raw_request, summary, lambda _index: passages, chat=True, timings=timings)

@@ -26,6 +26,7 @@ from retro_vllm.server.request import (
 )
 from retro_vllm.server.state import RetroState
 from retro_vllm.server.steering import attach, decoding_args
+from retro_vllm.server.timing import Timings
 
 
 def text_prompts(prompt: Any) -> list[str] | None:
@@ -51,6 +52,7 @@ async def create_completion(raw_request: Request) -> Any:
         per_prompt: list[list[Passage]] = []
         all_dropped: list[Passage] = []
         route = Route(controls.domain, "domain" if controls.domain else "none")
+        timings = Timings()
         if controls.retrieval:
             rendered = []
             for n, prompt in enumerate(prompts):
@@ -58,15 +60,16 @@ async def create_completion(raw_request: Request) -> Any:
                 prompt_route, passages = await route_and_retrieve(
                     state, body, prompt.strip(),
                     controls.model_copy(update={"domain": route.domain if n else controls.domain}),
-                    choice if n == 0 else ModelChoice(),
+                    choice if n == 0 else ModelChoice(), timings,
                 )
                 if n == 0:
                     route = prompt_route
                 preamble = state.preamble(route.domain)
-                text, passages, dropped = await fit_to_context(
-                    state, body, passages, lambda kept, p=prompt: completion_prompt(preamble, kept, p),
-                    state.count_text_tokens,
-                )
+                with timings.measure("prompt"):
+                    text, passages, dropped = await fit_to_context(
+                        state, body, passages, lambda kept, p=prompt: completion_prompt(preamble, kept, p),
+                        state.count_text_tokens,
+                    )
                 rendered.append(text)
                 per_prompt.append(passages)
                 all_dropped += dropped
@@ -85,13 +88,14 @@ async def create_completion(raw_request: Request) -> Any:
         # vLLM numbers choices prompt-major: prompt i's j-th sample is choice i * n + j.
         return per_prompt[index // n] if per_prompt and index // n < len(per_prompt) else []
 
-    return await _generate(request, raw_request, summary, passages_for_choice)
+    return await _generate(request, raw_request, summary, passages_for_choice, timings)
 
 
 @compat.with_cancellation
-async def _generate(request, raw_request: Request, summary: dict[str, Any], passages_for_choice) -> Any:
+async def _generate(request, raw_request: Request, summary: dict[str, Any], passages_for_choice,
+                    timings: Timings) -> Any:
     handler = compat.completion_handler(raw_request.app.state)
     if handler is None:
         return error_response(501, "the served model does not support completions", code="not_supported")
     result = await handler.create_completion(request, raw_request)
-    return respond(result, raw_request, summary, passages_for_choice, chat=False)
+    return respond(result, raw_request, summary, passages_for_choice, chat=False, timings=timings)

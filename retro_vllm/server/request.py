@@ -20,6 +20,7 @@ from retro_vllm.retrieval.types import Passage
 from retro_vllm.server.controls import RetroControls, parse_controls
 from retro_vllm.server.errors import RetroHTTPError
 from retro_vllm.server.state import RetroState
+from retro_vllm.server.timing import Timings
 
 logger = logging.getLogger(__name__)
 
@@ -138,12 +139,14 @@ class Route:
 
 
 async def route_and_retrieve(
-    state: RetroState, body: dict[str, Any], query: str, controls: RetroControls, choice: ModelChoice
+    state: RetroState, body: dict[str, Any], query: str, controls: RetroControls, choice: ModelChoice,
+    timings: Timings | None = None,
 ) -> tuple[Route, list[Passage]]:
     """Pick the domain and adapter, then search that domain. Precedence: an adapter named
     in `model`, then `retro.domain`, then the router (model `retro`); the base model's name
     never gets an adapter. The query is embedded
     once for routing and search. Sets `body["model"]` to the adapter's versioned name."""
+    timings = timings or Timings()
     vector = None
     if choice.adapter is not None:
         route = Route(controls.domain or choice.adapter.domain, "model", adapter=choice.adapter.served_name)
@@ -152,8 +155,10 @@ async def route_and_retrieve(
         if choice.use_router:  # `retro` + a domain: that domain's adapter; the base model's name: none
             route = _with_domain_adapter(state, body, route)
     elif choice.use_router and state.router is not None and query:
-        vector = await asyncio.to_thread(state.retriever.embedder.embed_query, query)
-        decision = state.router.route(vector)
+        with timings.measure("embed"):
+            vector = await asyncio.to_thread(state.retriever.embedder.embed_query, query)
+        with timings.measure("route"):
+            decision = state.router.route(vector)
         route = Route(decision.domain, "router" if decision.domain else "none", round(decision.score, 6))
         route = _with_domain_adapter(state, body, route)
     else:
@@ -162,9 +167,13 @@ async def route_and_retrieve(
         return route, []
     top_k = controls.top_k or state.config.retrieval.top_k
     try:
-        hits = await asyncio.to_thread(
-            state.retriever.search, query, top_k=top_k, domain=route.domain, filters=controls.filters, vector=vector
-        )
+        if vector is None:
+            with timings.measure("embed"):
+                vector = await asyncio.to_thread(state.retriever.embedder.embed_query, query)
+        with timings.measure("search"):
+            hits = await asyncio.to_thread(
+                state.retriever.search, query, top_k=top_k, domain=route.domain, filters=controls.filters, vector=vector
+            )
     except Exception as exc:  # any store fault: this request fails cleanly, the server serves on
         logger.exception("retrieval failed")
         raise RetroHTTPError(503, f"vector store unavailable: {exc}", code="retrieval_unavailable") from None

@@ -16,6 +16,7 @@ from retro_vllm.server.errors import RetroHTTPError
 from retro_vllm.server.metrics import record
 from retro_vllm.server.request import retro_headers
 from retro_vllm.server.streaming import annotate_stream
+from retro_vllm.server.timing import Timings
 
 
 def validate_for_vllm(request_type, body: dict[str, Any]):
@@ -35,26 +36,33 @@ def respond(
     passages_for_choice: Callable[[int], list[Passage]],
     *,
     chat: bool,
+    timings: Timings | None = None,
 ) -> Any:
+    timings = timings or Timings()
     headers = retro_headers(summary)
     if isinstance(result, compat.ErrorResponse):
         return JSONResponse(result.model_dump(), status_code=result.error.code, headers=headers)
     if isinstance(result, (compat.ChatCompletionResponse, compat.CompletionResponse)):
         payload = result.model_dump()
-        for choice in payload["choices"]:
-            passages = passages_for_choice(choice["index"])
-            if chat:
-                message = choice["message"]
-                # vLLM types `annotations` as one object; OpenAI clients expect a list.
-                message["annotations"] = extract_citations(message.get("content") or "", passages)
-            else:
-                choice["annotations"] = extract_citations(choice.get("text") or "", passages)
+        with timings.measure("cite"):
+            _annotate(payload, passages_for_choice, chat)
         payload["retro"] = summary
         record(summary, payload.get("usage"))
-        return JSONResponse(payload, headers=headers)
+        return JSONResponse(payload, headers={**headers, **timings.header()})
     stream = annotate_stream(result, summary, passages_for_choice, chat=chat)
     return StreamingResponse(
         compat.with_sse_keep_alive(stream, compat.keep_alive_interval(raw_request.app.state)),
         media_type="text/event-stream",
-        headers=headers,
+        headers={**headers, **timings.header()},
     )
+
+
+def _annotate(payload: dict[str, Any], passages_for_choice: Callable[[int], list[Passage]], chat: bool) -> None:
+    for choice in payload["choices"]:
+        passages = passages_for_choice(choice["index"])
+        if chat:
+            message = choice["message"]
+            # vLLM types `annotations` as one object; OpenAI clients expect a list.
+            message["annotations"] = extract_citations(message.get("content") or "", passages)
+        else:
+            choice["annotations"] = extract_citations(choice.get("text") or "", passages)

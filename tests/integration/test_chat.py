@@ -50,6 +50,9 @@ def test_answer_carries_passages_in_contract_shape(client):
     assert retro["domain"] == "astronomy"
     assert raw.headers["X-Retro-Domain"] == "astronomy"
     assert "X-Retro-Adapter" in raw.headers
+    timing = dict(part.strip().split(";dur=") for part in raw.headers["Server-Timing"].split(","))
+    assert {"retro-embed", "retro-search", "retro-prompt", "retro-cite"} <= set(timing)
+    assert all(float(ms) >= 0 for ms in timing.values())
     passages = retro["passages"]
     assert [p["rank"] for p in passages] == list(range(1, len(passages) + 1)) and len(passages) == 4
     assert [p["id"] for p in passages] == sorted(p["id"] for p in passages)  # canonical order
