@@ -39,7 +39,7 @@ def ensure_stock_venv() -> Path:
 
 
 class StockServer:
-    def __init__(self, model_path: Path, served_name: str, log: Path):
+    def __init__(self, model_path: Path, served_name: str, log: Path, extra: list[str] = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log
@@ -47,7 +47,7 @@ class StockServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RETRO_VLLM", "VLLM_PLUGINS"))}
         env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="2")
         command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
-                   "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(self.port), *ENGINE_ARGS]
+                   "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(self.port), *ENGINE_ARGS, *extra]
         self._log = log.open("wb")
         self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd="/")
 

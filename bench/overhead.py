@@ -1,0 +1,249 @@
+"""Plugin overhead: retro-vllm against stock vLLM (its own environment, no retro-vllm) given the
+identical final prompt, at 1k, 10k and 100k indexed chunks, in one run.
+
+- Added TTFT: retro-vllm gets the bare question and does embedding, search and prompt assembly
+  itself; stock vLLM gets the prompt retro-vllm would build (preamble, passages in canonical order,
+  question; checked by equal prompt token counts). Requests alternate between the two servers.
+  The split comes from retro-vllm's `Server-Timing` header; routing is timed on separate
+  `model: "retro"` requests.
+- Throughput: generated tokens/s at concurrency 16 (fixed length, `ignore_eos`), at 10k chunks.
+- Memory: peak RSS (VmHWM) of each API-server process after the 100k run.
+
+Scale: the demo's 180 real chunks (real embeddings) plus filler chunks with random unit vectors,
+published as new index versions that the running server picks up without a restart. Random
+filler is never retrieved for real questions, so prompts stay the same at every scale while the
+search pays for the whole index. Prefix caching is off on both servers so that every request
+pays its prefill and the comparison isolates the plugin.
+
+    python -m bench.overhead [--scales 1000 10000 100000] [--questions 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+from tqdm.auto import tqdm
+
+from bench.common import RetroServer, demo_config, p, p50, write_result
+from bench.processor_overhead import final_messages
+from bench.stock import StockServer
+
+MODEL = "SmolLM2-135M-Instruct"
+ENGINE = ["--no-enable-prefix-caching"]
+
+
+def publish_scaled(config_path: Path, total: int, real: tuple[list, np.ndarray]) -> None:
+    from retro_vllm.config import load_config
+    from retro_vllm.retrieval.types import Chunk
+    from retro_vllm.retrieval.embedder import Embedder
+    from retro_vllm.retrieval.index import corpus_fingerprint, index_root, publish
+    from retro_vllm.retrieval.stores.faiss import FaissStore
+
+    config = load_config(config_path)
+    chunks, vectors = real
+    store = FaissStore(vectors.shape[1])
+    store.upsert(chunks, vectors)
+    domains = config.domain_names
+    rng = np.random.default_rng(0)
+    filler = total - len(chunks)
+    for start in range(0, filler, 20000):
+        count = min(20000, filler - start)
+        part = [Chunk(id=f"filler-{i}#0", doc_id=f"filler-{i}", text=f"Filler passage {i}.", domain=domains[i % len(domains)])
+                for i in range(start, start + count)]
+        random = rng.standard_normal((count, vectors.shape[1])).astype(np.float32)
+        store.upsert(part, random / np.linalg.norm(random, axis=1, keepdims=True))
+    embedder_path = Embedder(config.embedder.path).path
+    publish(index_root(config), store, fingerprint=corpus_fingerprint(config, embedder_path))
+
+
+def real_chunks(config_path: Path) -> tuple[list, np.ndarray]:
+    from retro_vllm.config import load_config
+    from retro_vllm.retrieval.embedder import Embedder
+    from retro_vllm.retrieval.ingest import _embedding_text, collect_chunks
+
+    config = load_config(config_path)
+    embedder = Embedder(config.embedder.path)
+    chunks = collect_chunks(config, embedder)
+    return chunks, embedder.embed([_embedding_text(c) for c in chunks])
+
+
+def timed_stream(client: httpx.Client, url: str, body: dict) -> tuple[float, int, dict[str, float]]:
+    """TTFT seconds, prompt tokens, Server-Timing parts (ms)."""
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    start = time.perf_counter()
+    ttft, prompt_tokens = None, 0
+    with client.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=600) as response:
+        response.raise_for_status()
+        timing = {}
+        for part in response.headers.get("Server-Timing", "").split(","):
+            if ";dur=" in part:
+                name, ms = part.strip().split(";dur=")
+                timing[name.removeprefix("retro-")] = float(ms)
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if ttft is None and chunk.get("choices"):
+                ttft = time.perf_counter() - start
+            if chunk.get("usage"):
+                prompt_tokens = chunk["usage"]["prompt_tokens"]
+    return (ttft or time.perf_counter() - start), prompt_tokens, timing
+
+
+def throughput(url: str, bodies: list[dict], concurrency: int) -> float:
+    with httpx.Client(timeout=600) as client, ThreadPoolExecutor(concurrency) as pool:
+        start = time.perf_counter()
+        responses = list(pool.map(lambda b: client.post(f"{url}/v1/chat/completions", json=b), bodies))
+        wall = time.perf_counter() - start
+    return sum(r.json()["usage"]["completion_tokens"] for r in responses) / wall
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scales", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--questions", type=int, default=30)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--throughput-scale", type=int, default=10000)
+    args = parser.parse_args()
+    from retro_vllm.config import DEMO_CONFIG, load_config
+
+    preamble = load_config(DEMO_CONFIG).serving.preamble
+    questions = []
+    for path in sorted((DEMO_CONFIG.parent / "qa").glob("*.jsonl")):
+        questions += [json.loads(line)["question"] for line in path.read_text().splitlines() if line.strip()]
+    questions = questions[:: max(1, len(questions) // args.questions)][: args.questions]
+
+    results: dict = {"scales": {}}
+    with tempfile.TemporaryDirectory(prefix="retro-bench-") as tmp:
+        config_path = demo_config(Path(tmp) / "home")
+        model_path = Path(load_config(config_path).model.path)
+        real = real_chunks(config_path)
+        with RetroServer(config_path, ENGINE) as retro, \
+                StockServer(model_path, MODEL, Path(tmp) / "stock.log", extra=ENGINE) as stock, \
+                httpx.Client() as client:
+            for scale in args.scales:
+                publish_scaled(config_path, scale, real)
+                # The first request after a publish loads the new version; keep it out of the numbers.
+                client.post(f"{retro.url}/v1/retro/search", json={"query": "warm-up"}, timeout=600)
+                rows = {"retro": [], "stock": [], "split": [], "same_prompt": 0}
+                for question in tqdm(questions, desc=f"TTFT at {scale} chunks", unit="q"):
+                    passages = client.post(f"{retro.url}/v1/retro/search", json={"query": question},
+                                           timeout=60).json()["passages"]
+                    base = {"model": MODEL, "temperature": 0, "max_tokens": 4}
+                    ttft_r, tokens_r, split = timed_stream(
+                        client, retro.url, {**base, "messages": [{"role": "user", "content": question}]})
+                    ttft_s, tokens_s, _ = timed_stream(
+                        client, stock.url, {**base, "messages": final_messages(preamble, question, passages)})
+                    rows["retro"].append(ttft_r)
+                    rows["stock"].append(ttft_s)
+                    rows["split"].append(split)
+                    rows["same_prompt"] += tokens_r == tokens_s
+                routes = []
+                for question in questions[:10]:
+                    response = client.post(f"{retro.url}/v1/chat/completions", timeout=600, json={
+                        "model": "retro", "max_tokens": 1, "messages": [{"role": "user", "content": question}],
+                        "retro": {"retrieval": False}})
+                    for part in response.headers.get("Server-Timing", "").split(","):
+                        if part.strip().startswith("retro-route;dur="):
+                            routes.append(float(part.split("=")[1]))
+                added = [(r - s) * 1000 for r, s in zip(rows["retro"], rows["stock"])]
+                split = {name: p50([t.get(name, 0.0) for t in rows["split"]]) for name in ("embed", "search", "prompt")}
+                split["route"] = p50(routes)
+                results["scales"][scale] = {
+                    "ttft_p50_ms": {"retro": p50(rows["retro"]) * 1000, "stock": p50(rows["stock"]) * 1000},
+                    "added_ttft_ms": {"p50": p50(added), "p95": p(added, 0.95)},
+                    "split_p50_ms": split, "same_prompt": rows["same_prompt"], "questions": len(questions),
+                }
+                if scale == args.throughput_scale:
+                    body = {"model": MODEL, "temperature": 0, "max_tokens": 32, "ignore_eos": True}
+                    retro_bodies = [{**body, "messages": [{"role": "user", "content": q}]} for q in questions]
+                    stock_bodies = []
+                    for q in questions:
+                        passages = client.post(f"{retro.url}/v1/retro/search", json={"query": q}, timeout=60).json()["passages"]
+                        stock_bodies.append({**body, "messages": final_messages(preamble, q, passages)})
+                    pairs = []
+                    for _ in range(2):
+                        s = throughput(stock.url, stock_bodies, args.concurrency)
+                        r = throughput(retro.url, retro_bodies, args.concurrency)
+                        pairs.append((r, s))
+                    results["throughput"] = {"scale": scale, "concurrency": args.concurrency,
+                                             "retro_tok_s": statistics.median(r for r, _ in pairs),
+                                             "stock_tok_s": statistics.median(s for _, s in pairs),
+                                             "ratio": statistics.median(r / s for r, s in pairs)}
+            results["memory_mb"] = {"retro": peak_rss_mb(retro.process.pid), "stock": peak_rss_mb(stock.process.pid),
+                                    "scale": max(args.scales)}
+    markdown = table(results)
+    print(markdown)
+    print(f"\nwritten: {write_result('overhead', markdown, results)}")
+    plot(results)
+
+
+def table(results: dict) -> str:
+    lines = ["| indexed chunks | TTFT p50 stock ms | TTFT p50 retro ms | added TTFT p50 ms | added TTFT p95 ms "
+             "| embed p50 ms | search p50 ms | prompt p50 ms | route p50 ms | same final prompt |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for scale, row in results["scales"].items():
+        s = row["split_p50_ms"]
+        lines.append(f"| {scale:,} | {row['ttft_p50_ms']['stock']:.0f} | {row['ttft_p50_ms']['retro']:.0f} | "
+                     f"{row['added_ttft_ms']['p50']:.1f} | {row['added_ttft_ms']['p95']:.1f} | {s['embed']:.1f} | "
+                     f"{s['search']:.2f} | {s['prompt']:.1f} | {s['route']:.2f} | {row['same_prompt']}/{row['questions']} |")
+    lines.append("")
+    if "throughput" in results:
+        t = results["throughput"]
+        lines.append(f"Throughput at {t['scale']:,} chunks, concurrency {t['concurrency']}: retro-vllm "
+                     f"{t['retro_tok_s']:.1f} vs stock {t['stock_tok_s']:.1f} generated tok/s = **{t['ratio']:.3f}x** "
+                     "(target >= 0.95x).")
+    m = results["memory_mb"]
+    lines.append(f"Peak RSS of the API-server process at {m['scale']:,} chunks: retro-vllm {m['retro']:.0f} MB, "
+                 f"stock {m['stock']:.0f} MB, **+{m['retro'] - m['stock']:.0f} MB** (target <= +300 MB).")
+    lines.append("Targets: added TTFT p50 <= 10 ms at 10k chunks. Prefix caching off on both servers; citation "
+                 "work happens after the answer (not in TTFT); its time is in the `retro-cite` Server-Timing part.")
+    return "\n".join(lines)
+
+
+def plot(results: dict) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot")
+        return
+    from bench.common import RESULTS
+
+    scales = list(results["scales"])
+    parts = ("embed", "search", "prompt", "route")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bottom = np.zeros(len(scales))
+    for part in parts:
+        values = np.array([results["scales"][s]["split_p50_ms"][part] for s in scales])
+        ax.bar([f"{s:,}" for s in scales], values, bottom=bottom, label=part)
+        bottom += values
+    ax.plot([f"{s:,}" for s in scales], [results["scales"][s]["added_ttft_ms"]["p50"] for s in scales], "k.-",
+            label="added TTFT p50")
+    ax.set_xlabel("indexed chunks")
+    ax.set_ylabel("ms")
+    ax.set_title("retro-vllm added latency vs stock vLLM")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "overhead.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()
