@@ -148,6 +148,31 @@ def main() -> None:
     markdown = table(results, args)
     print(markdown)
     print(f"\nwritten: {write_result('client_rag', markdown, {str(k): v for k, v in results.items()})}")
+    plot(results)
+
+
+def plot(results: dict) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot")
+        return
+    from bench.common import RESULTS
+
+    levels = list(results)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for name in ("langchain + stock vLLM", "retro-vllm"):
+        axes[0].plot(levels, [results[c][name]["ttft_p50"] for c in levels], "o-", label=name)
+        axes[1].plot(levels, [results[c][name]["requests_s"] for c in levels], "o-", label=name)
+    axes[0].set(xlabel="concurrency", ylabel="TTFT p50 ms", xscale="log")
+    axes[1].set(xlabel="concurrency", ylabel="requests/s", xscale="log")
+    axes[0].legend()
+    fig.suptitle("Server-side RAG (retro-vllm) vs client-side LangChain chain on stock vLLM")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "client_rag.png", dpi=120)
 
 
 def table(results: dict, args) -> str:

@@ -83,7 +83,7 @@ def table(result: dict) -> tuple[str, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--per-domain", type=int, default=6, help="Questions per demo domain.")
+    parser.add_argument("--per-domain", type=int, default=4, help="Questions per demo domain.")
     parser.add_argument("--model", default="SmolLM2-135M-Instruct",
                         help="Served model or adapter name, the same for both layouts.")
     parser.add_argument("--url", default=None, help="Use a running retro-vllm server instead of starting one.")

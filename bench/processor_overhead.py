@@ -47,10 +47,10 @@ def burst(url: str, bodies: list[dict], concurrency: int) -> tuple[float, int, l
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--questions", type=int, default=16)
+    parser.add_argument("--questions", type=int, default=12)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--bias", type=float, default=1.0, help="retro.bias of the 'constraint + bias' rows.")
     args = parser.parse_args()
     from retro_vllm.config import DEMO_CONFIG, load_config
