@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import RetroServer, demo_config, p, p50, write_result
+from bench.common import RetroServer, demo_config, pyplot, p, p50, write_result
 from bench.stock import StockServer
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -152,13 +152,8 @@ def main() -> None:
 
 
 def plot(results: dict) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot")
+    plt = pyplot()
+    if plt is None:
         return
     from bench.common import RESULTS
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -29,37 +28,24 @@ def free_port() -> int:
 def demo_config(home: Path) -> Path:
     """The bundled demo with absolute paths, a fresh home and the already-converted model."""
     from retro_vllm import envs
-    from retro_vllm.config import DEMO_CONFIG
+    from retro_vllm.config import write_demo_config
     from retro_vllm.models.default_model import ensure_default_model
 
-    raw = yaml.safe_load(DEMO_CONFIG.read_text())
-    for domain in raw["domains"]:
-        domain["corpus"] = [str((DEMO_CONFIG.parent / p).resolve()) for p in domain["corpus"]]
-        for key in ("qa", "adapter_seed"):
-            if domain.get(key):
-                domain[key] = str((DEMO_CONFIG.parent / domain[key]).resolve())
-    home.mkdir(parents=True, exist_ok=True)
-    raw["home"] = str(home)
-    raw["model"]["path"] = str(ensure_default_model(envs.RETRO_VLLM_HOME, progress=True))
-    path = home / "retro.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return write_demo_config(home, ensure_default_model(envs.RETRO_VLLM_HOME, progress=True))
 
 
-class RetroServer:
-    """`retro-vllm serve` on a free loopback port; stopped on exit."""
+class ServerProcess:
+    """A server command on a free loopback port, ready when /health answers; stopped on exit."""
 
-    def __init__(self, config: Path, extra: list[str] = (), log: Path | None = None):
+    def __init__(self, command: list[str], env: dict[str, str], log: Path, cwd: str | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log or config.parent / "server.log"
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="2")
-        command = [sys.executable, "-m", "retro_vllm.cli", "serve", "--config", str(config), "--port",
-                   str(self.port), "--max-model-len", "2048", "--seed", "0", *extra]
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.log_path = log
+        self._log = log.open("wb")
+        self.process = subprocess.Popen([*command, "--port", str(self.port)], env=env, stdout=self._log,
+                                        stderr=subprocess.STDOUT, cwd=cwd)
 
-    def __enter__(self) -> "RetroServer":
+    def __enter__(self):
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -79,6 +65,29 @@ class RetroServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self._log.close()
+
+
+class RetroServer(ServerProcess):
+    """`retro-vllm serve` with the given config."""
+
+    def __init__(self, config: Path, extra: list[str] = (), log: Path | None = None):
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="2")
+        command = [sys.executable, "-m", "retro_vllm.cli", "serve", "--config", str(config),
+                   "--max-model-len", "2048", "--seed", "0", *extra]
+        super().__init__(command, env, log or config.parent / "server.log")
+
+
+def pyplot():
+    """matplotlib's pyplot without a display, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed (bash scripts/setup.sh --bench): no plot")
+        return None
+    return plt
 
 
 @dataclass

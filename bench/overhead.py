@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 from tqdm.auto import tqdm
 
-from bench.common import RetroServer, demo_config, p, p50, write_result
+from bench.common import RetroServer, demo_config, pyplot, p, p50, write_result
 from bench.processor_overhead import final_messages
 from bench.stock import StockServer
 
@@ -217,13 +217,8 @@ def table(results: dict) -> str:
 
 
 def plot(results: dict) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot")
+    plt = pyplot()
+    if plt is None:
         return
     from bench.common import RESULTS
 

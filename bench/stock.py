@@ -6,13 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from importlib.metadata import version
 from pathlib import Path
 
-import httpx
-
-from bench.common import REPO, free_port
+from bench.common import REPO, ServerProcess
 
 STOCK_VENV = Path(os.environ.get("RETRO_BENCH_STOCK_VENV", REPO / ".venv-stock"))
 
@@ -38,36 +35,14 @@ def ensure_stock_venv() -> Path:
     return python
 
 
-class StockServer:
+class StockServer(ServerProcess):
+    """Stock vLLM's OpenAI server from the baseline environment, with `retro-vllm serve`'s engine
+    arguments. Runs outside the repository so that nothing of retro-vllm can be imported."""
+
     def __init__(self, model_path: Path, served_name: str, log: Path, extra: list[str] = ()):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log
         python = ensure_stock_venv()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RETRO_VLLM", "VLLM_PLUGINS"))}
         env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="2")
         command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
-                   "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(self.port), *ENGINE_ARGS, *extra]
-        self._log = log.open("wb")
-        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd="/")
-
-    def __enter__(self) -> "StockServer":
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"stock server exited while starting; log: {self.log_path}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        raise RuntimeError(f"stock server not ready; log: {self.log_path}")
-
-    def __exit__(self, *exc) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self._log.close()
+                   "--served-model-name", served_name, "--host", "127.0.0.1", *ENGINE_ARGS, *extra]
+        super().__init__(command, env, log, cwd="/")

@@ -222,3 +222,21 @@ def load_config(path: Path | str | None = None) -> RetroConfig:
         raise ConfigError(f"{path}: {problems}") from None
     config.source = path
     return _resolve_paths(config, path.parent)
+
+
+def write_demo_config(home: Path, model_path: Path | None = None) -> Path:
+    """A copy of the bundled demo config at `home/retro.yaml` with absolute paths, `home` as its
+    data folder and, optionally, an already-converted model: what tests and benches serve."""
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    for domain in raw["domains"]:
+        domain["corpus"] = [str((DEMO_CONFIG.parent / p).resolve()) for p in domain["corpus"]]
+        for key in ("qa", "adapter_seed"):
+            if domain.get(key):
+                domain[key] = str((DEMO_CONFIG.parent / domain[key]).resolve())
+    home.mkdir(parents=True, exist_ok=True)
+    raw["home"] = str(home)
+    if model_path is not None:
+        raw["model"]["path"] = str(model_path)
+    path = home / "retro.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 START_DEADLINE_S = float(os.environ.get("RETRO_TEST_START_DEADLINE", "900"))
@@ -93,20 +92,9 @@ def model_path() -> Path:
 def retro_config(tmp_path_factory, model_path) -> Path:
     """The demo config, with a fresh home (so the index is built by the server under test)
     and the already-converted model."""
-    from retro_vllm.config import DEMO_CONFIG
+    from retro_vllm.config import write_demo_config
 
-    raw = yaml.safe_load(DEMO_CONFIG.read_text())
-    for domain in raw["domains"]:
-        domain["corpus"] = [str((DEMO_CONFIG.parent / p).resolve()) for p in domain["corpus"]]
-        for key in ("qa", "adapter_seed"):
-            if domain.get(key):
-                domain[key] = str((DEMO_CONFIG.parent / domain[key]).resolve())
-    home = tmp_path_factory.mktemp("retro-home")
-    raw["home"] = str(home)
-    raw["model"]["path"] = str(model_path)
-    path = home / "retro.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return write_demo_config(tmp_path_factory.mktemp("retro-home"), model_path)
 
 
 SERVER_ARGS = ["--max-model-len", "2048", "--seed", "0"]
