@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import RetroServer, demo_config, pyplot, p, p50, write_result
+from bench.common import RetroServer, chat, demo_config, p, p50, pyplot, sdk, write_result
 from bench.stock import StockServer
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -77,18 +77,9 @@ async def one_langchain(chain, question: str) -> tuple[float, float, int]:
 
 
 async def one_retro(client, question: str, max_tokens: int) -> tuple[float, float, int]:
-    start = time.perf_counter()
-    ttft, tokens = None, 0
-    stream = await client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": question}], temperature=0, max_tokens=max_tokens,
-        stream=True, stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
-    async for chunk in stream:
-        if ttft is None and chunk.choices and chunk.choices[0].delta.content:
-            ttft = time.perf_counter() - start
-        if chunk.usage:
-            tokens = chunk.usage.completion_tokens
-    total = time.perf_counter() - start
-    return ttft or total, total, tokens
+    timed = await chat(client, {"model": MODEL, "messages": [{"role": "user", "content": question}], "temperature": 0,
+                                "max_tokens": max_tokens, "ignore_eos": True})
+    return timed.ttft_s, timed.total_s, timed.completion_tokens
 
 
 async def level(run_one, questions: list[str], concurrency: int) -> dict:
@@ -113,8 +104,6 @@ def main() -> None:
     parser.add_argument("--per-level", type=int, nargs="+", default=[8, 16, 32], help="Questions at each level.")
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
-    from openai import AsyncOpenAI
-
     from retro_vllm.config import DEMO_CONFIG, load_config
 
     questions = []
@@ -133,7 +122,7 @@ def main() -> None:
         with RetroServer(config_path) as retro, \
                 StockServer(Path(config.model.path), MODEL, Path(tmp) / "stock.log") as stock:
             chain = langchain_chain(config_path, stock.url, args.max_tokens, config.retrieval.top_k)
-            client = AsyncOpenAI(base_url=f"{retro.url}/v1", api_key="unused", max_retries=0, timeout=600)
+            client = sdk(retro.url)
 
             async def run_all():
                 await one_retro(client, "warm-up", 4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -97,27 +98,53 @@ class Timed:
     prompt_tokens: int
     cached_tokens: int
     completion_tokens: int
+    server_timing: dict[str, float]  # retro-vllm's Server-Timing parts, ms (empty for stock vLLM)
 
 
-def stream_chat(client: httpx.Client, url: str, body: dict) -> Timed:
-    """One streamed chat request: time to the first content token, and usage."""
-    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+_SDK_KEYS = {"model", "messages", "temperature", "max_tokens"}
+
+
+async def chat(client, body: dict) -> Timed:
+    """One streamed chat request through the OpenAI SDK (AsyncOpenAI): time to the first token,
+    usage, and the Server-Timing header. Non-OpenAI keys (`retro`, `ignore_eos`) go as extra_body."""
+    extra = {k: v for k, v in body.items() if k not in _SDK_KEYS}
     start = time.perf_counter()
-    ttft = None
-    usage = {}
-    with client.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=600) as response:
-        response.raise_for_status()
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if ttft is None and any((c.get("delta") or {}).get("content") for c in chunk.get("choices", [])):
-                ttft = time.perf_counter() - start
-            usage = chunk.get("usage") or usage
+    raw = await client.chat.completions.with_raw_response.create(
+        **{k: v for k, v in body.items() if k in _SDK_KEYS}, stream=True,
+        stream_options={"include_usage": True}, extra_body=extra or None)
+    timing = {}
+    for part in raw.headers.get("Server-Timing", "").split(","):
+        if ";dur=" in part:
+            name, ms = part.strip().split(";dur=")
+            timing[name.removeprefix("retro-")] = float(ms)
+    ttft, usage = None, None
+    async for chunk in await raw.parse():
+        if ttft is None and chunk.choices:
+            ttft = time.perf_counter() - start
+        usage = chunk.usage or usage
     total = time.perf_counter() - start
-    details = usage.get("prompt_tokens_details") or {}
-    return Timed(ttft if ttft is not None else total, total, usage.get("prompt_tokens", 0),
-                 details.get("cached_tokens") or 0, usage.get("completion_tokens", 0))
+    cached = (usage.prompt_tokens_details.cached_tokens or 0) if usage and usage.prompt_tokens_details else 0
+    return Timed(ttft if ttft is not None else total, total, usage.prompt_tokens if usage else 0, cached,
+                 usage.completion_tokens if usage else 0, timing)
+
+
+async def load(client, bodies: list[dict], concurrency: int) -> tuple[float, list[Timed]]:
+    """All bodies with at most `concurrency` in flight: (wall seconds, results in order)."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(body):
+        async with gate:
+            return await chat(client, body)
+
+    start = time.perf_counter()
+    results = await asyncio.gather(*(one(b) for b in bodies))
+    return time.perf_counter() - start, list(results)
+
+
+def sdk(url: str):
+    from openai import AsyncOpenAI
+
+    return AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
 
 
 def p(values: list[float], q: float) -> float:

@@ -13,6 +13,7 @@ with `retro.retrieval: false`, so both go through the same engine, model and ada
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import tempfile
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import httpx
 from tqdm.auto import tqdm
 
-from bench.common import RetroServer, demo_config, p50, stream_chat, write_result
+from bench.common import RetroServer, chat, demo_config, p50, sdk, write_result
 
 WORDINGS = ("{q}", "Briefly: {q}", "{q} Please explain.")
 
@@ -31,7 +32,7 @@ def naive_messages(preamble: str, question: str, passages: list[dict]) -> list[d
     return [{"role": "system", "content": preamble}, {"role": "user", "content": f"{question}\n\nSources:\n\n{sources}"}]
 
 
-def run(url: str, *, model: str, per_domain: int, preamble: str, qa_dir: Path, max_tokens: int = 8) -> dict:
+async def run(url: str, *, model: str, per_domain: int, preamble: str, qa_dir: Path, max_tokens: int = 8) -> dict:
     jobs = []
     for path in sorted(qa_dir.glob("*.jsonl")):
         domain = path.stem
@@ -39,17 +40,18 @@ def run(url: str, *, model: str, per_domain: int, preamble: str, qa_dir: Path, m
         jobs += [(domain, r["question"]) for r in records]
     rows = {"retro": {"cold": [], "repeat": []}, "naive": {"cold": [], "repeat": []}}
     same_set = 0
-    with httpx.Client() as client:
+    client = sdk(url)
+    async with httpx.AsyncClient(timeout=60) as http:
         for domain, question in tqdm(jobs, desc="kv layout", unit="question"):
             first_ids = None
             for n, wording in enumerate(WORDINGS):
                 text = wording.format(q=question)
+                part = "cold" if n == 0 else "repeat"
                 body = {"model": model, "temperature": 0, "max_tokens": max_tokens,
                         "messages": [{"role": "user", "content": text}], "retro": {"domain": domain}}
-                timed = stream_chat(client, url, body)
-                rows["retro"]["cold" if n == 0 else "repeat"].append(timed)
-                passages = client.post(f"{url}/v1/retro/search", json={"query": text, "domain": domain},
-                                       timeout=60).json()["passages"]
+                rows["retro"][part].append(await chat(client, body))
+                search = await http.post(f"{url}/v1/retro/search", json={"query": text, "domain": domain})
+                passages = search.json()["passages"]
                 ids = sorted(p["id"] for p in passages)
                 if n == 0:
                     first_ids = ids
@@ -57,7 +59,7 @@ def run(url: str, *, model: str, per_domain: int, preamble: str, qa_dir: Path, m
                     same_set += 1
                 naive = {"model": model, "temperature": 0, "max_tokens": max_tokens,
                          "messages": naive_messages(preamble, text, passages), "retro": {"retrieval": False}}
-                rows["naive"]["cold" if n == 0 else "repeat"].append(stream_chat(client, url, naive))
+                rows["naive"][part].append(await chat(client, naive))
     return {"rows": rows, "questions": len(jobs), "repeats": len(jobs) * (len(WORDINGS) - 1), "same_set": same_set}
 
 
@@ -93,11 +95,13 @@ def main() -> None:
     preamble = load_config(DEMO_CONFIG).serving.preamble
     qa_dir = DEMO_CONFIG.parent / "qa"
     if args.url:
-        result = run(args.url, model=args.model, per_domain=args.per_domain, preamble=preamble, qa_dir=qa_dir)
+        result = asyncio.run(run(args.url, model=args.model, per_domain=args.per_domain, preamble=preamble,
+                                 qa_dir=qa_dir))
     else:
         with tempfile.TemporaryDirectory(prefix="retro-bench-") as tmp, \
                 RetroServer(demo_config(Path(tmp) / "home")) as server:
-            result = run(server.url, model=args.model, per_domain=args.per_domain, preamble=preamble, qa_dir=qa_dir)
+            result = asyncio.run(run(server.url, model=args.model, per_domain=args.per_domain, preamble=preamble,
+                                     qa_dir=qa_dir))
     markdown, summary = table(result)
     print(markdown)
     path = write_result("kv_layout", f"Model: `{args.model}`.\n\n{markdown}", {"model": args.model, **summary})

@@ -21,18 +21,17 @@ pays its prefill and the comparison isolates the plugin.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
 from tqdm.auto import tqdm
 
-from bench.common import RetroServer, demo_config, pyplot, p, p50, write_result
+from bench.common import RetroServer, chat, demo_config, load, p, p50, pyplot, sdk, write_result
 from bench.processor_overhead import final_messages
 from bench.stock import StockServer
 
@@ -75,35 +74,51 @@ def real_chunks(config_path: Path) -> tuple[list, np.ndarray]:
     return chunks, embedder.embed([_embedding_text(c) for c in chunks])
 
 
-def timed_stream(client: httpx.Client, url: str, body: dict) -> tuple[float, int, dict[str, float]]:
-    """TTFT seconds, prompt tokens, Server-Timing parts (ms)."""
-    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
-    start = time.perf_counter()
-    ttft, prompt_tokens = None, 0
-    with client.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=600) as response:
-        response.raise_for_status()
-        timing = {}
-        for part in response.headers.get("Server-Timing", "").split(","):
-            if ";dur=" in part:
-                name, ms = part.strip().split(";dur=")
-                timing[name.removeprefix("retro-")] = float(ms)
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if ttft is None and chunk.get("choices"):
-                ttft = time.perf_counter() - start
-            if chunk.get("usage"):
-                prompt_tokens = chunk["usage"]["prompt_tokens"]
-    return (ttft or time.perf_counter() - start), prompt_tokens, timing
+async def measure(retro_url: str, stock_url: str, config_path: Path, real, questions: list[str], preamble: str,
+                  args, results: dict) -> None:
+    retro, stock = sdk(retro_url), sdk(stock_url)
+    async with httpx.AsyncClient(timeout=600) as http:
 
+        async def search(question: str) -> list[dict]:
+            return (await http.post(f"{retro_url}/v1/retro/search", json={"query": question})).json()["passages"]
 
-def throughput(url: str, bodies: list[dict], concurrency: int) -> float:
-    with httpx.Client(timeout=600) as client, ThreadPoolExecutor(concurrency) as pool:
-        start = time.perf_counter()
-        responses = list(pool.map(lambda b: client.post(f"{url}/v1/chat/completions", json=b), bodies))
-        wall = time.perf_counter() - start
-    return sum(r.json()["usage"]["completion_tokens"] for r in responses) / wall
+        for scale in args.scales:
+            publish_scaled(config_path, scale, real)
+            await search("warm-up")  # the first search after a publish loads the new version
+            base = {"model": MODEL, "temperature": 0, "max_tokens": 4}
+            rows = {"retro": [], "stock": []}
+            for question in tqdm(questions, desc=f"TTFT at {scale} chunks", unit="q"):
+                passages = await search(question)
+                rows["retro"].append(await chat(retro, {**base, "messages": [{"role": "user", "content": question}]}))
+                rows["stock"].append(await chat(stock, {**base, "messages": final_messages(preamble, question, passages)}))
+            # Routing runs only for `model: "retro"`; timed on its own, retrieval off.
+            routes = [(await chat(retro, {"model": "retro", "max_tokens": 1, "retro": {"retrieval": False},
+                                          "messages": [{"role": "user", "content": q}]})).server_timing.get("route", 0.0)
+                      for q in questions[:10]]
+            added = [(r.ttft_s - s.ttft_s) * 1000 for r, s in zip(rows["retro"], rows["stock"])]
+            split = {name: p50([t.server_timing.get(name, 0.0) for t in rows["retro"]])
+                     for name in ("embed", "search", "prompt")}
+            split["route"] = p50(routes)
+            results["scales"][scale] = {
+                "ttft_p50_ms": {k: p50([t.ttft_s for t in v]) * 1000 for k, v in rows.items()},
+                "added_ttft_ms": {"p50": p50(added), "p95": p(added, 0.95)},
+                "split_p50_ms": split, "questions": len(questions),
+                "same_prompt": sum(r.prompt_tokens == s.prompt_tokens for r, s in zip(rows["retro"], rows["stock"])),
+            }
+            if scale == args.throughput_scale:
+                body = {"model": MODEL, "temperature": 0, "max_tokens": 32, "ignore_eos": True}
+                retro_bodies = [{**body, "messages": [{"role": "user", "content": q}]} for q in questions]
+                stock_bodies = [{**body, "messages": final_messages(preamble, q, await search(q))} for q in questions]
+                pairs = []
+                for _ in range(2):  # paired rounds: drift on a shared machine hits both
+                    s_wall, s_res = await load(stock, stock_bodies, args.concurrency)
+                    r_wall, r_res = await load(retro, retro_bodies, args.concurrency)
+                    pairs.append((sum(x.completion_tokens for x in r_res) / r_wall,
+                                  sum(x.completion_tokens for x in s_res) / s_wall))
+                results["throughput"] = {"scale": scale, "concurrency": args.concurrency,
+                                         "retro_tok_s": statistics.median(r for r, _ in pairs),
+                                         "stock_tok_s": statistics.median(s for _, s in pairs),
+                                         "ratio": statistics.median(r / s for r, s in pairs)}
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -134,59 +149,10 @@ def main() -> None:
         model_path = Path(load_config(config_path).model.path)
         real = real_chunks(config_path)
         with RetroServer(config_path, ENGINE) as retro, \
-                StockServer(model_path, MODEL, Path(tmp) / "stock.log", extra=ENGINE) as stock, \
-                httpx.Client() as client:
-            for scale in args.scales:
-                publish_scaled(config_path, scale, real)
-                # The first request after a publish loads the new version; keep it out of the numbers.
-                client.post(f"{retro.url}/v1/retro/search", json={"query": "warm-up"}, timeout=600)
-                rows = {"retro": [], "stock": [], "split": [], "same_prompt": 0}
-                for question in tqdm(questions, desc=f"TTFT at {scale} chunks", unit="q"):
-                    passages = client.post(f"{retro.url}/v1/retro/search", json={"query": question},
-                                           timeout=60).json()["passages"]
-                    base = {"model": MODEL, "temperature": 0, "max_tokens": 4}
-                    ttft_r, tokens_r, split = timed_stream(
-                        client, retro.url, {**base, "messages": [{"role": "user", "content": question}]})
-                    ttft_s, tokens_s, _ = timed_stream(
-                        client, stock.url, {**base, "messages": final_messages(preamble, question, passages)})
-                    rows["retro"].append(ttft_r)
-                    rows["stock"].append(ttft_s)
-                    rows["split"].append(split)
-                    rows["same_prompt"] += tokens_r == tokens_s
-                routes = []
-                for question in questions[:10]:
-                    response = client.post(f"{retro.url}/v1/chat/completions", timeout=600, json={
-                        "model": "retro", "max_tokens": 1, "messages": [{"role": "user", "content": question}],
-                        "retro": {"retrieval": False}})
-                    for part in response.headers.get("Server-Timing", "").split(","):
-                        if part.strip().startswith("retro-route;dur="):
-                            routes.append(float(part.split("=")[1]))
-                added = [(r - s) * 1000 for r, s in zip(rows["retro"], rows["stock"])]
-                split = {name: p50([t.get(name, 0.0) for t in rows["split"]]) for name in ("embed", "search", "prompt")}
-                split["route"] = p50(routes)
-                results["scales"][scale] = {
-                    "ttft_p50_ms": {"retro": p50(rows["retro"]) * 1000, "stock": p50(rows["stock"]) * 1000},
-                    "added_ttft_ms": {"p50": p50(added), "p95": p(added, 0.95)},
-                    "split_p50_ms": split, "same_prompt": rows["same_prompt"], "questions": len(questions),
-                }
-                if scale == args.throughput_scale:
-                    body = {"model": MODEL, "temperature": 0, "max_tokens": 32, "ignore_eos": True}
-                    retro_bodies = [{**body, "messages": [{"role": "user", "content": q}]} for q in questions]
-                    stock_bodies = []
-                    for q in questions:
-                        passages = client.post(f"{retro.url}/v1/retro/search", json={"query": q}, timeout=60).json()["passages"]
-                        stock_bodies.append({**body, "messages": final_messages(preamble, q, passages)})
-                    pairs = []
-                    for _ in range(2):
-                        s = throughput(stock.url, stock_bodies, args.concurrency)
-                        r = throughput(retro.url, retro_bodies, args.concurrency)
-                        pairs.append((r, s))
-                    results["throughput"] = {"scale": scale, "concurrency": args.concurrency,
-                                             "retro_tok_s": statistics.median(r for r, _ in pairs),
-                                             "stock_tok_s": statistics.median(s for _, s in pairs),
-                                             "ratio": statistics.median(r / s for r, s in pairs)}
-            results["memory_mb"] = {"retro": peak_rss_mb(retro.process.pid), "stock": peak_rss_mb(stock.process.pid),
-                                    "scale": max(args.scales)}
+                StockServer(model_path, MODEL, Path(tmp) / "stock.log", extra=ENGINE) as stock:
+            asyncio.run(measure(retro.url, stock.url, config_path, real, questions, preamble, args, results))
+            results["memory_mb"] = {"retro": peak_rss_mb(retro.process.pid),
+                                    "stock": peak_rss_mb(stock.process.pid), "scale": max(args.scales)}
     markdown = table(results)
     print(markdown)
     print(f"\nwritten: {write_result('overhead', markdown, results)}")

@@ -11,16 +11,15 @@ servers so that drift on a shared machine hits both.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
-from bench.common import RetroServer, demo_config, write_result
+from bench.common import RetroServer, demo_config, load, sdk, write_result
 from bench.stock import StockServer
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -33,16 +32,10 @@ def final_messages(preamble: str, question: str, passages: list[dict]) -> list[d
     return [{"role": "system", "content": f"{preamble}\n\nSources:\n\n{sources}"}, {"role": "user", "content": question}]
 
 
-def burst(url: str, bodies: list[dict], concurrency: int) -> tuple[float, int, list[int]]:
+async def burst(url: str, bodies: list[dict], concurrency: int) -> tuple[float, int, list[int]]:
     """Wall seconds, completion tokens, prompt token counts."""
-    with httpx.Client(timeout=600) as client, ThreadPoolExecutor(concurrency) as pool:
-        start = time.perf_counter()
-        responses = list(pool.map(lambda b: client.post(f"{url}/v1/chat/completions", json=b), bodies))
-        wall = time.perf_counter() - start
-    for response in responses:
-        response.raise_for_status()
-    usage = [r.json()["usage"] for r in responses]
-    return wall, sum(u["completion_tokens"] for u in usage), [u["prompt_tokens"] for u in usage]
+    wall, results = await load(sdk(url), bodies, concurrency)
+    return wall, sum(r.completion_tokens for r in results), [r.prompt_tokens for r in results]
 
 
 def main() -> None:
@@ -82,15 +75,19 @@ def main() -> None:
                     {**common, "messages": [{"role": "user", "content": q}], "retro": {"domain": d, "bias": args.bias}}
                     for d, q in questions]),
             }
-            for url, bodies in variants.values():  # warm-up: compile paths, fill nothing that matters
-                burst(url, bodies[:2], 2)
             rates: dict[str, list[float]] = {name: [] for name in variants}
             prompt_tokens: dict[str, list[int]] = {}
-            for _ in range(args.rounds):
-                for name, (url, bodies) in variants.items():
-                    wall, tokens, prompts = burst(url, bodies, args.concurrency)
-                    rates[name].append(tokens / wall)
-                    prompt_tokens[name] = prompts
+
+            async def measure() -> None:
+                for url, bodies in variants.values():  # warm-up
+                    await burst(url, bodies[:2], 2)
+                for _ in range(args.rounds):
+                    for name, (url, bodies) in variants.items():
+                        wall, tokens, prompts = await burst(url, bodies, args.concurrency)
+                        rates[name].append(tokens / wall)
+                        prompt_tokens[name] = prompts
+
+            asyncio.run(measure())
     # Paired ratios: each round's burst against the stock burst of the same round, so slow
     # phases of a shared machine cancel out.
     stock_rates = rates[next(iter(rates))]
