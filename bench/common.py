@@ -118,7 +118,7 @@ async def chat(client, body: dict) -> Timed:
             name, ms = part.strip().split(";dur=")
             timing[name.removeprefix("retro-")] = float(ms)
     ttft, usage = None, None
-    async for chunk in await raw.parse():
+    async for chunk in raw.parse():  # the legacy raw response parses synchronously to an AsyncStream
         if ttft is None and chunk.choices:
             ttft = time.perf_counter() - start
         usage = chunk.usage or usage

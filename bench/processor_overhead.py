@@ -23,6 +23,7 @@ from bench.common import RetroServer, demo_config, load, sdk, write_result
 from bench.stock import StockServer
 
 MODEL = "SmolLM2-135M-Instruct"
+NO_CACHE = ["--no-enable-prefix-caching"]
 
 
 def final_messages(preamble: str, question: str, passages: list[dict]) -> list[dict]:
@@ -60,7 +61,9 @@ def main() -> None:
         home = Path(tmp) / "home"
         config_path = demo_config(home)
         model_path = Path(load_config(config_path).model.path)
-        with RetroServer(config_path) as retro, StockServer(model_path, MODEL, Path(tmp) / "stock.log") as stock:
+        # Prefix caching off on both: the variants send the same prompts one after another.
+        with RetroServer(config_path, NO_CACHE) as retro, \
+                StockServer(model_path, MODEL, Path(tmp) / "stock.log", extra=NO_CACHE) as stock:
             with httpx.Client(timeout=60) as client:
                 passages = [client.post(f"{retro.url}/v1/retro/search", json={"query": q, "domain": d}).json()["passages"]
                             for d, q in questions]

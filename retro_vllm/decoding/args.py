@@ -1,8 +1,10 @@
 """The arguments the endpoint hands the logits processor, through `SamplingParams.extra_args`.
 
-Clients cannot set them: the endpoint drops `retro_*` keys from a client's `vllm_xargs`. They
-are still validated here, in vLLM's admission path, so a malformed one is a 400 and never
-reaches the engine.
+On the routes retro-vllm serves (chat and completions) clients cannot set them: the endpoint
+drops `retro_*` keys from a client's `vllm_xargs`. vLLM routes the plugin does not wrap (e.g.
+`/v1/responses`) pass `vllm_xargs` through as stock vLLM does; there the arguments only steer the
+sender's own request. Either way they are validated here, in vLLM's admission path, so a
+malformed one is a 400 and never reaches the engine.
 """
 
 from __future__ import annotations

@@ -167,7 +167,13 @@ class RetroLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
             self._req_states = args[0]
             self._core = _Core(tables, args[0].vocab_size, args[0].max_num_reqs, args[0].device)
         else:  # V1: device, is_pin_memory
-            device = args[0]
+            device = torch.device(args[0])
+            if tables is not None and device.type != "cpu" and getattr(vllm_config.scheduler_config,
+                                                                       "async_scheduling", False):
+                # V1 with async scheduling hands entry-point processors -1 placeholders for tokens
+                # in flight, so the marker state would lag a token: stay out rather than be wrong.
+                logger.warning("retro: citation constraint off (V1 model runner with async scheduling)")
+                tables = None
             self._core = _Core(tables, vllm_config.model_config.get_vocab_size(),
                                vllm_config.scheduler_config.max_num_seqs, device)
 
@@ -240,10 +246,16 @@ class RetroLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
         all_tokens = self._req_states.all_token_ids.gpu
         slots = ctx.expanded_idx_mapping.long()
         pos = ctx.pos.long()
+        local = ctx.expanded_local_pos.long()
+        row = torch.arange(len(slots), device=slots.device)
         columns = [ctx.input_ids.long()]  # the token fed this step (drafts included)
         for back in range(1, WINDOW):
             p = pos - back
-            token = all_tokens[slots, p.clamp(min=0)].long()
+            committed = all_tokens[slots, p.clamp(min=0)].long()
+            # Under speculative decoding, this step's earlier drafts of the same request exist
+            # only in input_ids, in the rows just before this one.
+            draft = ctx.input_ids[(row - back).clamp(min=0)].long()
+            token = torch.where(back <= local, draft, committed)
             columns.insert(0, torch.where(p >= 0, token, -1))
         return torch.stack(columns, dim=1)
 

@@ -23,8 +23,10 @@ def decoding_args(state: RetroState, body: dict[str, Any], controls: RetroContro
     if not controls.retrieval:
         return {}
     args: dict[str, Any] = {}
-    if state.config.decoding.constrain_citations and not any(body.get(k) for k in _STRUCTURED_KEYS):
-        args[ARG_PASSAGES] = max((len(ps) for ps in passage_sets), default=0)
+    most = max((len(ps) for ps in passage_sets), default=0)
+    # With no passage there is nothing to cite, and `[1]` may be prose or code: leave it alone.
+    if most and state.config.decoding.constrain_citations and not any(body.get(k) for k in _STRUCTURED_KEYS):
+        args[ARG_PASSAGES] = most
     bias = controls.bias if controls.bias is not None else state.bias(domain)
     if bias > 0:
         tokens = passage_tokens(state, [p for ps in passage_sets for p in ps])
@@ -39,8 +41,9 @@ def passage_tokens(state: RetroState, passages: list[Passage]) -> list[int]:
         return []
     special = set(state.tokenizer.all_special_ids)
     encoded = state.tokenizer([p.chunk.text for p in passages], add_special_tokens=False)["input_ids"]
-    unique = sorted({t for ids in encoded for t in ids} - special)
-    return unique[:MAX_BIAS_TOKENS]
+    # First occurrences in passage order (passages come best-first after fitting), capped.
+    unique = dict.fromkeys(t for ids in encoded for t in ids if t not in special)
+    return list(unique)[:MAX_BIAS_TOKENS]
 
 
 def attach(body: dict[str, Any], args: dict[str, Any]) -> None:

@@ -254,3 +254,24 @@ def test_slot_reuse_resets_the_previous_occupant(vllm_config, tokenizer):
     processor.add_request(1, SamplingParams())
     assert torch.equal(processor.apply(torch.zeros(1, vocab), v2_context([1], rows)), torch.zeros(1, vocab))
     assert not np.any(processor._core.bias_values.numpy())
+
+
+def test_v2_reads_earlier_drafts_of_the_same_step(vllm_config, tokenizer):
+    """Speculative decoding: one request owns several rows; drafts exist only in input_ids."""
+    vocab = len(tokenizer)
+    committed = ids(tokenizer, "Prompt. It is")
+    drafts = [token(tokenizer, " ["), token(tokenizer, "1")]
+    processor = RetroLogitsProcessor(vllm_config, v2_state(vocab, {0: committed}))
+    processor.add_request(0, xargs(passages=3))
+    k = len(committed)
+    mapping = torch.zeros(3, dtype=torch.int32)
+    ctx = V2.LogitsContext(expanded_idx_mapping=mapping, idx_mapping=mapping[:1], idx_mapping_np=mapping[:1].numpy(),
+                           expanded_local_pos=torch.tensor([0, 1, 2], dtype=torch.int32),
+                           input_ids=torch.tensor([committed[-1], *drafts]), pos=torch.tensor([k - 1, k, k + 1]),
+                           seq_lens_upper_bound_np=np.array([k + 2]))
+    out = processor.apply(torch.zeros(3, vocab), ctx)
+    five, two = token(tokenizer, "5"), token(tokenizer, "2")
+    assert out[0, five] == 0  # after "It is": prose
+    assert out[1, five] == float("-inf") and out[1, two] == 0  # after " [" with 3 passages
+    assert out[2, five] == float("-inf")  # after " [1": 15 > 3
+    assert out[2, token(tokenizer, "]")] == 0

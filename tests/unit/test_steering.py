@@ -55,3 +55,8 @@ def test_attach_keeps_the_clients_other_xargs():
     body = {"vllm_xargs": {"other": 1}}
     attach(body, {"retro_passages": 4})
     assert body["vllm_xargs"] == {"other": 1, "retro_passages": 4}
+
+
+def test_no_passages_no_constraint():
+    args = decoding_args(state(), {}, RetroControls(bias=0), "cooking", [[]])
+    assert "retro_passages" not in args
