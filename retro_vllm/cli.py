@@ -112,6 +112,8 @@ def _seed_adapters(config) -> None:
     ),
 )
 def serve(ctx: typer.Context, config_path: Optional[Path] = CONFIG_OPTION) -> None:
+    from retro_vllm.launch import engine_flags, given_flags, plugin_env
+
     config = _load(config_path)
     model_path = _prepare_model(config)
     _, version = _prepare_index(config)
@@ -122,32 +124,17 @@ def serve(ctx: typer.Context, config_path: Optional[Path] = CONFIG_OPTION) -> No
     args = ["--model", str(model_path), "--served-model-name", config.model.name]
     defaults = {"--host": "127.0.0.1", "--port": "8000", "--max-model-len": "4096"}
     if config.adapters.enabled and config.domains:
-        # Domain adapters ride vLLM's LoRA slots: one slot per domain, loaded from the registry.
         _seed_adapters(config)
-        defaults.update({"--max-loras": str(len(config.domains)), "--max-lora-rank": str(config.adapters.max_lora_rank)})
-        args.append("--enable-lora")
-    given = {a.split("=", 1)[0] for a in [*config.serving.vllm_args, *user_args] if a.startswith("--")}
+    given = given_flags([*config.serving.vllm_args, *user_args])
     for flag, value in defaults.items():
         if flag not in given:
             args += [flag, value]
-    if "--enable-prompt-tokens-details" not in given:
-        # usage.prompt_tokens_details.cached_tokens: the prefix-cache hits behind retro's metrics
-        args.append("--enable-prompt-tokens-details")
     args += [*config.serving.vllm_args, *user_args]
+    args += engine_flags(config, args)
 
     env = dict(os.environ)
-    env.update(
-        VLLM_PLUGINS="retro",
-        RETRO_VLLM_CONFIG=str(config.source),
-        RETRO_VLLM_HOME=str(config.home_dir),
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-    )
+    env.update(plugin_env(config, args), VLLM_PLUGINS="retro", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
-    if "--enable-lora" in args:
-        # Lets vLLM ask our registry resolver for adapter names. It also opens vLLM's load/unload
-        # routes, which the retro endpoint replaces with a refusal (only the registry loads).
-        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "1"
     # The `vllm` console script of vllm-cpu crashes on a version lookup; the module works.
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *args]
     typer.secho("retro-vllm: starting vLLM: " + " ".join(command[1:]), err=True)

@@ -8,6 +8,7 @@ point may run more than once.
 from __future__ import annotations
 
 import logging
+import sys
 
 logger = logging.getLogger("retro_vllm")
 
@@ -20,6 +21,10 @@ def register() -> None:
     if _registered:
         return
     _registered = True
+    if "serve" in sys.argv[1:2]:  # `vllm serve ... --plugin retro`: runs before vLLM parses argv
+        from retro_vllm.vllm_cli import apply
+
+        apply()
     try:
         from retro_vllm.adapters.resolver import register_resolver
 
