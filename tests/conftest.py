@@ -131,7 +131,7 @@ def stock_server(model_path, tmp_path_factory):
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
         "--served-model-name", "SmolLM2-135M-Instruct", "--host", "127.0.0.1", "--port", str(port), *SERVER_ARGS,
-        "--enable-lora", "--max-loras", "3", "--max-lora-rank", "16",
+        "--enable-lora", "--max-loras", "3", "--max-lora-rank", "16", "--enable-prompt-tokens-details",
     ]
     server = Server("stock", command, env, port, logs)
     try:
