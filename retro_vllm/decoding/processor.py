@@ -29,12 +29,13 @@ from vllm.v1.sample.logits_processor.interface import LogitsProcessor as V1Logit
 from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsProcessor as V2LogitsProcessor
 
 from retro_vllm.decoding.args import MAX_BIAS_TOKENS, RequestArgs, faults_enabled, parse_args
-from retro_vllm.decoding.markers import NEVER, NUM_STATES, OUTSIDE, WINDOW, MarkerTables, tables_for_tokenizer
+from retro_vllm.decoding.markers import NEVER, OUTSIDE, WINDOW, MarkerTables, build_tables, tables_for_tokenizer
 
 logger = logging.getLogger("retro_vllm.decoding")
 
 # Rows the processor does not constrain: no marker token ever needs more passages than this.
 NO_LIMIT = int(NEVER)
+
 
 class _Core:
     """Per-row state as tensors, and the batched work: one gather per window step to find each
@@ -43,17 +44,14 @@ class _Core:
     def __init__(self, tables: MarkerTables | None, vocab_size: int, max_rows: int, device: torch.device):
         self.device = device
         self.vocab_size = vocab_size
-        columns = tables.columns[tables.columns < vocab_size] if tables is not None else np.zeros(0, np.int64)
-        keep = np.isin(tables.columns, columns) if tables is not None else np.zeros(0, bool)
-        self.columns = torch.as_tensor(columns, dtype=torch.long, device=device)
+        tables = tables if tables is not None else build_tables([])  # no tokenizer: nothing to constrain
+        keep = tables.columns < vocab_size
+        self.columns = torch.as_tensor(tables.columns[keep], dtype=torch.long, device=device)
         col_index = torch.full((vocab_size,), -1, dtype=torch.long)
-        col_index[self.columns.cpu()] = torch.arange(len(columns))
+        col_index[self.columns.cpu()] = torch.arange(len(self.columns))
         self.col_index = col_index.to(device)
-        shape = (NUM_STATES, len(columns))
-        self.next_state = torch.as_tensor(tables.next_state[:, keep] if tables is not None else np.zeros(shape),
-                                          dtype=torch.long, device=device)
-        self.need = torch.as_tensor(tables.need[:, keep] if tables is not None else np.zeros(shape),
-                                    dtype=torch.int32, device=device)
+        self.next_state = torch.as_tensor(tables.next_state[:, keep], dtype=torch.long, device=device)
+        self.need = torch.as_tensor(tables.need[:, keep], dtype=torch.int32, device=device)
         self.limit = torch.full((max_rows,), NO_LIMIT, dtype=torch.int32, device=device)
         self.bias_tokens = torch.zeros((max_rows, MAX_BIAS_TOKENS), dtype=torch.long, device=device)
         self.bias_values = torch.zeros((max_rows, MAX_BIAS_TOKENS), dtype=torch.float32, device=device)
