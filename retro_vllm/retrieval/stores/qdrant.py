@@ -1,0 +1,208 @@
+"""A Qdrant server: one collection for every domain, written in place.
+
+Chunks are stored as points whose payload is `Chunk.payload()` (metadata nested under
+`metadata`), so a payload reads back as the same chunk and filters address metadata keys as
+nested paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from retro_vllm.config import QdrantSection
+from retro_vllm.retrieval.stores.base import TOP_LEVEL_KEYS, Filters, StoreError
+from retro_vllm.retrieval.types import Chunk, ScoredChunk
+
+# Qdrant ids must be integers or UUIDs; uuid5 gives every chunk id the same point id on every
+# run, so re-upserting a chunk replaces it.
+CHUNK_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "retro://chunk")
+INDEXED_KEYS = ("domain", "tenant", "doc_id")
+# Bounds one request's body (Qdrant refuses REST bodies over 32 MB by default).
+BATCH = 256
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_]+")
+
+
+def point_id(chunk_id: str) -> str:
+    return str(uuid.uuid5(CHUNK_NAMESPACE, chunk_id))
+
+
+def to_point(chunk: Chunk, vector: np.ndarray) -> models.PointStruct:
+    return models.PointStruct(id=point_id(chunk.id), vector=vector.tolist(), payload=chunk.payload())
+
+
+def payload_key(key: str) -> str:
+    if key in TOP_LEVEL_KEYS:
+        return key
+    # A dot or bracket in a metadata key would otherwise be read as a path step.
+    return f"metadata.{key}" if _PLAIN_KEY.fullmatch(key) else f'metadata."{key}"'
+
+
+def condition(key: str, wanted: Any) -> models.Condition:
+    """One filter entry as a Qdrant condition, with the contract's equality semantics."""
+    path = payload_key(key)
+    if not isinstance(wanted, (list, tuple, set)):
+        return _equals(path, wanted)
+    values = list(wanted)
+    if not values:
+        # Qdrant ignores an empty `should`; an empty any-of list must match nothing.
+        return models.HasIdCondition(has_id=[])
+    # MatchAny takes only all-string or all-integer lists; anything else is spelled out.
+    if all(isinstance(v, str) for v in values) or all(_is_int(v) for v in values):
+        return models.FieldCondition(key=path, match=models.MatchAny(any=values))
+    return models.Filter(should=[_equals(path, v) for v in values])
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _equals(path: str, value: Any) -> models.Condition:
+    if value is None:
+        # The contract reads a missing metadata key as None: is_empty matches missing and null.
+        return models.IsEmptyCondition(is_empty=models.PayloadField(key=path))
+    if isinstance(value, float):
+        return models.FieldCondition(key=path, range=models.Range(gte=value, lte=value))
+    return models.FieldCondition(key=path, match=models.MatchValue(value=value))
+
+
+def qdrant_filter(filters: Filters | None) -> models.Filter | None:
+    if not filters:
+        return None
+    return models.Filter(must=[condition(k, v) for k, v in filters.items()])
+
+
+def _error_text(exc: UnexpectedResponse) -> str:
+    try:
+        return json.loads(exc.content)["status"]["error"]
+    except (ValueError, KeyError, TypeError):
+        return exc.reason_phrase or "no reason given"
+
+
+class QdrantStore:
+    def __init__(self, section: QdrantSection, dimension: int):
+        self.dimension = dimension
+        self.url = section.url
+        self.collection = section.collection
+        # The version check would only warn (slowly) on an unreachable server; the collection
+        # check below fails fast instead.
+        self._client = QdrantClient(
+            url=section.url,
+            api_key=section.api_key or os.environ.get("QDRANT_API_KEY") or None,
+            timeout=section.timeout_s,
+            check_compatibility=False,
+        )
+        try:
+            self._ensure_collection()
+        except StoreError:
+            self._client.close()
+            raise
+
+    @contextmanager
+    def _calls(self) -> Iterator[None]:
+        try:
+            yield
+        except ResponseHandlingException as exc:
+            raise StoreError(f"Qdrant at {self.url} unreachable: {' '.join(str(exc.source).split())}") from exc
+        except UnexpectedResponse as exc:
+            raise StoreError(f"Qdrant at {self.url} answered {exc.status_code}: {_error_text(exc)}") from exc
+
+    def _ensure_collection(self) -> None:
+        with self._calls():
+            if not self._client.collection_exists(self.collection):
+                self._create_collection()
+                return
+            params = self._client.get_collection(self.collection).config.params.vectors
+        if not isinstance(params, models.VectorParams):
+            raise StoreError(
+                f"Qdrant collection {self.collection!r} at {self.url} uses named vectors; it needs one unnamed vector"
+            )
+        if params.size != self.dimension:
+            raise StoreError(
+                f"Qdrant collection {self.collection!r} at {self.url} holds vectors of dimension {params.size}, "
+                f"the embedder makes {self.dimension}"
+            )
+
+    def _create_collection(self) -> None:
+        self._client.create_collection(
+            self.collection, vectors_config=models.VectorParams(size=self.dimension, distance=models.Distance.COSINE)
+        )
+        for key in INDEXED_KEYS:
+            self._client.create_payload_index(self.collection, key, field_schema=models.PayloadSchemaType.KEYWORD)
+
+    # -- writes -------------------------------------------------------------------
+    def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dimension:
+            raise StoreError(f"vector dimension {vectors.shape[-1]} does not match the store's {self.dimension}")
+        if len(chunks) != len(vectors):
+            raise StoreError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+        points = [to_point(c, v) for c, v in zip(chunks, vectors)]
+        with self._calls():
+            for start in range(0, len(points), BATCH):
+                self._client.upsert(self.collection, points=points[start : start + BATCH], wait=True)
+
+    def delete(self, *, doc_ids: Sequence[str]) -> int:
+        if not doc_ids:
+            return 0
+        selector = qdrant_filter({"doc_id": list(doc_ids)})
+        with self._calls():
+            gone = self._client.count(self.collection, count_filter=selector, exact=True).count
+            if gone:
+                self._client.delete(self.collection, points_selector=models.FilterSelector(filter=selector), wait=True)
+        return gone
+
+    # -- reads --------------------------------------------------------------------
+    def search(self, vector: np.ndarray, *, top_k: int, filters: Filters | None = None) -> list[ScoredChunk]:
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if query.shape[0] != self.dimension:
+            raise StoreError(f"query dimension {query.shape[0]} does not match the store's {self.dimension}")
+        if top_k <= 0:
+            return []
+        with self._calls():
+            hits = self._client.query_points(
+                self.collection, query=query.tolist(), limit=top_k, query_filter=qdrant_filter(filters),
+                with_payload=True,
+            ).points
+        return [ScoredChunk(Chunk.from_payload(h.payload), h.score, "dense", {"dense": h.score}) for h in hits]
+
+    def count(self, filters: Filters | None = None) -> int:
+        with self._calls():
+            return self._client.count(self.collection, count_filter=qdrant_filter(filters), exact=True).count
+
+    def chunks(self, filters: Filters | None = None) -> Iterator[Chunk]:
+        offset = None
+        while True:
+            with self._calls():
+                records, offset = self._client.scroll(
+                    self.collection, scroll_filter=qdrant_filter(filters), limit=BATCH, offset=offset, with_payload=True
+                )
+            yield from (Chunk.from_payload(r.payload) for r in records)
+            if offset is None:
+                return
+
+    def vectors(self, ids: Sequence[str]) -> np.ndarray:
+        wanted = [point_id(i) for i in ids]
+        with self._calls():
+            records = self._client.retrieve(self.collection, ids=wanted, with_payload=False, with_vectors=True)
+        found = {str(r.id): r.vector for r in records}
+        missing = [i for i, p in zip(ids, wanted) if p not in found]
+        if missing:
+            raise StoreError(f"unknown chunk ids in Qdrant collection {self.collection!r}: {', '.join(missing)}")
+        return np.asarray([found[p] for p in wanted], dtype=np.float32).reshape(len(ids), self.dimension)
+
+    def health(self) -> None:
+        with self._calls():
+            if not self._client.collection_exists(self.collection):
+                raise StoreError(f"Qdrant collection {self.collection!r} is missing at {self.url}")
+
+    def close(self) -> None:
+        self._client.close()

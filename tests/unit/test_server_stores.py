@@ -1,0 +1,299 @@
+"""Qdrant and Weaviate stores without a server: the filter, id, payload and tenant mappings
+built with the real client classes, and a fast, clear failure when the server is unreachable.
+The same stores against real servers: tests/integration/test_server_stores.py."""
+
+import time
+import uuid
+
+import numpy as np
+import pytest
+from qdrant_client import models
+from weaviate.collections.classes.config import _CollectionConfigCreate
+from weaviate.collections.classes.filters import _FilterAnd, _FilterValue, _Operator
+from weaviate.collections.filters import _FilterToGRPC
+
+from retro_vllm.config import QdrantSection, WeaviateSection
+from retro_vllm.retrieval.stores import qdrant, weaviate
+from retro_vllm.retrieval.stores.base import StoreError
+from retro_vllm.retrieval.types import Chunk
+
+# Nothing listens on the discard port of the loopback interface.
+UNREACHABLE = "http://127.0.0.1:9"
+
+
+def chunk(**changes):
+    fields = dict(id="d#0", doc_id="d", text="Paris is in France.", domain="geo", title="Paris",
+                  url="https://example.org/paris", tenant="acme", metadata={"lang": "en", "year": 2024})
+    return Chunk(**{**fields, **changes})
+
+
+# -- ids --------------------------------------------------------------------------------
+def test_chunk_ids_map_to_the_same_uuid5_every_time():
+    first = qdrant.point_id("d#0")
+    assert first == qdrant.point_id("d#0") != qdrant.point_id("d#1")
+    assert uuid.UUID(first).version == 5
+    assert weaviate.chunk_uuid("d#0") == first
+
+
+# -- Qdrant -----------------------------------------------------------------------------
+def match_of(flt, key):
+    [cond] = [c for c in flt.must if getattr(c, "key", None) == key]
+    return cond.match
+
+
+def test_qdrant_top_level_filters_are_payload_matches():
+    flt = qdrant.qdrant_filter({"domain": "geo", "tenant": ["acme", "globex"], "doc_id": "d", "id": "d#0"})
+    assert match_of(flt, "domain") == models.MatchValue(value="geo")
+    assert match_of(flt, "tenant") == models.MatchAny(any=["acme", "globex"])
+    assert match_of(flt, "doc_id") == models.MatchValue(value="d")
+    assert match_of(flt, "id") == models.MatchValue(value="d#0")
+
+
+def test_qdrant_metadata_filters_are_nested_paths():
+    flt = qdrant.qdrant_filter({"lang": "en", "year": [2023, 2024], "a.b": "x"})
+    assert match_of(flt, "metadata.lang") == models.MatchValue(value="en")
+    assert match_of(flt, "metadata.year") == models.MatchAny(any=[2023, 2024])
+    assert match_of(flt, 'metadata."a.b"') == models.MatchValue(value="x")
+
+
+def test_qdrant_values_matchany_cannot_hold():
+    [mixed] = qdrant.qdrant_filter({"flag": [True, "yes"]}).must
+    assert mixed == models.Filter(should=[
+        models.FieldCondition(key="metadata.flag", match=models.MatchValue(value=True)),
+        models.FieldCondition(key="metadata.flag", match=models.MatchValue(value="yes")),
+    ])
+    [score] = qdrant.qdrant_filter({"score": 0.5}).must
+    assert score.range == models.Range(gte=0.5, lte=0.5)
+    [missing] = qdrant.qdrant_filter({"lang": None}).must
+    assert missing == models.IsEmptyCondition(is_empty=models.PayloadField(key="metadata.lang"))
+    [nothing] = qdrant.qdrant_filter({"domain": []}).must
+    assert nothing == models.HasIdCondition(has_id=[])
+    assert qdrant.qdrant_filter(None) is None and qdrant.qdrant_filter({}) is None
+
+
+def test_qdrant_point_round_trips_the_chunk():
+    point = qdrant.to_point(chunk(), np.array([0.6, 0.8], dtype=np.float32))
+    assert point.id == qdrant.point_id("d#0")
+    assert point.vector == pytest.approx([0.6, 0.8])
+    assert Chunk.from_payload(point.payload) == chunk()
+    assert point.payload["metadata"] == {"lang": "en", "year": 2024}
+
+
+# -- Weaviate ---------------------------------------------------------------------------
+def shape(flt):
+    """A Weaviate filter as plain data: (target, operator, value) leaves under (operator, [...])."""
+    if isinstance(flt, _FilterValue):
+        return (flt.target, flt.operator, flt.value)
+    return (flt.operator, [shape(f) for f in flt.filters])
+
+
+def test_weaviate_top_level_filters_are_property_equalities():
+    assert shape(weaviate.condition("domain", "geo")) == ("domain", _Operator.EQUAL, "geo")
+    assert shape(weaviate.condition("doc_id", "d")) == ("doc_id", _Operator.EQUAL, "d")
+    assert shape(weaviate.condition("id", "d#0")) == ("chunk_id", _Operator.EQUAL, "d#0")
+    assert shape(weaviate.condition("domain", ["geo", "law"])) == ("domain", _Operator.CONTAINS_ANY, ["geo", "law"])
+
+
+def test_weaviate_metadata_filters_compare_json_text():
+    assert shape(weaviate.condition("lang", "en")) == ("meta_lang", _Operator.EQUAL, '"en"')
+    year = ("meta_year", _Operator.CONTAINS_ANY, ["2023", '"2024"'])  # the number and the string stay apart
+    assert shape(weaviate.condition("year", [2023, "2024"])) == year
+    assert shape(weaviate.condition("lang", None)) == ("meta_lang", _Operator.IS_NULL, True)
+    assert shape(weaviate.condition("lang", ["en", None])) == (
+        _Operator.OR, [("meta_lang", _Operator.CONTAINS_ANY, ['"en"']), ("meta_lang", _Operator.IS_NULL, True)]
+    )
+
+
+def test_weaviate_property_names_are_identifiers_and_distinct():
+    assert weaviate.property_name("lang") == "meta_lang"
+    assert weaviate.property_name("Lang") == "metax_4c616e67"
+    assert weaviate.property_name("a.b") == "metax_612e62"
+    assert len({weaviate.property_name(k) for k in ("x_1", "X_1", "x-1", "x.1")}) == 4
+
+
+def test_weaviate_filters_are_joined_with_and():
+    flt = weaviate.where({"domain": "geo", "lang": "en"})
+    assert isinstance(flt, _FilterAnd)
+    assert shape(flt) == (_Operator.AND, [("domain", _Operator.EQUAL, "geo"), ("meta_lang", _Operator.EQUAL, '"en"')])
+    assert shape(flt) == shape(weaviate.condition("domain", "geo") & weaviate.condition("lang", "en"))
+    assert _FilterToGRPC.convert(flt).operator  # the client serializes it for the server
+    assert weaviate.where({}) is None
+
+
+def test_weaviate_empty_any_of_matches_nothing():
+    with pytest.raises(weaviate._NoMatch):
+        weaviate.where({"domain": []})
+
+
+def test_tenant_filter_picks_tenants_under_multi_tenancy():
+    tenants, rest = weaviate.route({"tenant": "acme", "domain": "geo"}, multi_tenancy=True)
+    assert tenants == ["acme"]
+    assert shape(weaviate.where(rest)) == ("domain", _Operator.EQUAL, "geo")
+    assert weaviate.route({"tenant": [None, "acme", "not a name!"]}, multi_tenancy=True) == (["acme", "default"], {})
+    assert weaviate.route({"domain": "geo"}, multi_tenancy=True) == (None, {"domain": "geo"})
+
+
+def test_tenant_filter_is_a_property_filter_without_multi_tenancy():
+    tenants, rest = weaviate.route({"tenant": "acme", "domain": "geo"}, multi_tenancy=False)
+    assert tenants is None
+    assert isinstance(weaviate.where(rest), _FilterAnd)
+    assert ("tenant", _Operator.EQUAL, "acme") in shape(weaviate.where(rest))[1]
+
+
+def test_tenant_names():
+    assert weaviate.tenant_name(None) == weaviate.tenant_name("") == "default"
+    assert weaviate.tenant_name("acme-1_B") == "acme-1_B"
+    assert weaviate.tenant_name("a b") is None and weaviate.tenant_name("x" * 65) is None
+
+
+def test_filters_on_never_written_keys():
+    known = {"domain", "meta_lang"}
+    assert weaviate.prune_unknown({"domain": "geo", "color": None, "size": ["s", None]}, known) == {"domain": "geo"}
+    with pytest.raises(weaviate._NoMatch):
+        weaviate.prune_unknown({"color": "red"}, known)
+
+
+def test_weaviate_properties_round_trip_the_chunk():
+    props = weaviate.properties_for(chunk(url=None, metadata={"lang": "en", "year": 2024, "note": None}))
+    assert "url" not in props and "meta_note" not in props  # absent reads as null for is_none
+    assert props["meta_lang"] == '"en"' and props["meta_year"] == "2024"
+    assert weaviate.chunk_from_properties(props) == chunk(url=None, metadata={"lang": "en", "year": 2024, "note": None})
+
+
+def test_weaviate_collection_settings_serialize_for_the_server():
+    settings = _CollectionConfigCreate(name="Retro", **weaviate.collection_settings(384, True))._to_dict()
+    assert settings["vectorConfig"][weaviate.VECTOR]["vectorizer"] == {"none": {}}
+    assert settings["vectorConfig"][weaviate.VECTOR]["vectorIndexConfig"]["distance"] == "cosine"
+    assert settings["multiTenancyConfig"]["enabled"] is True
+    assert "384" in settings["description"]
+    tokenization = {p["name"]: p.get("tokenization") for p in settings["properties"]}
+    assert tokenization["domain"] == tokenization["chunk_id"] == "field" and tokenization["text"] == "word"
+
+
+def test_weaviate_connection_args():
+    plain = weaviate.connection_args(WeaviateSection(url="http://db:8080", grpc_port=50052))
+    assert plain == {"http_host": "db", "http_port": 8080, "http_secure": False,
+                     "grpc_host": "db", "grpc_port": 50052, "grpc_secure": False}
+    secure = weaviate.connection_args(WeaviateSection(url="https://cluster.example"))
+    assert (secure["http_port"], secure["http_secure"], secure["grpc_secure"]) == (443, True, True)
+    with pytest.raises(StoreError, match="http://host:port"):
+        weaviate.connection_args(WeaviateSection(url="db:8080"))
+
+
+# -- no server ----------------------------------------------------------------------------
+def fails_fast(make):
+    begin = time.monotonic()
+    with pytest.raises(StoreError) as raised:
+        make()
+    assert time.monotonic() - begin < 5
+    message = str(raised.value)
+    assert "\n" not in message
+    return message
+
+
+def test_unreachable_qdrant_fails_fast():
+    message = fails_fast(lambda: qdrant.QdrantStore(QdrantSection(url=UNREACHABLE, timeout_s=1), 3))
+    assert message.startswith(f"Qdrant at {UNREACHABLE} unreachable:")
+
+
+def test_unreachable_weaviate_fails_fast():
+    section = WeaviateSection(url=UNREACHABLE, grpc_port=10, timeout_s=1)
+    message = fails_fast(lambda: weaviate.WeaviateStore(section, 3))
+    assert message.startswith(f"Weaviate at {UNREACHABLE} unreachable:")
+
+
+def test_weaviate_settings_the_client_refuses():
+    section = WeaviateSection(url=UNREACHABLE, grpc_port=9, timeout_s=1)
+    message = fails_fast(lambda: weaviate.WeaviateStore(section, 3))
+    assert "must be different" in message
+
+
+# -- Qdrant's own in-process mode: the same client API, no server ----------------------------
+def unit_rows(rows):
+    rows = np.asarray(rows, dtype=np.float32)
+    return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+
+
+@pytest.fixture
+def local_qdrant(monkeypatch, tmp_path):
+    """QdrantStore over qdrant-client's local mode (a Python re-implementation: it says
+    nothing about the transport, only about the requests the store builds)."""
+    from qdrant_client import QdrantClient
+
+    monkeypatch.setattr(qdrant, "QdrantClient", lambda **_: QdrantClient(path=str(tmp_path)))
+    store = qdrant.QdrantStore(QdrantSection(), 3)
+    yield store
+    store.close()
+
+
+LOCAL_MODE_WARNING = pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant")
+
+
+@LOCAL_MODE_WARNING
+def test_qdrant_store_requests_on_local_mode(local_qdrant):
+    local_qdrant.upsert(
+        [chunk(id="x#0", doc_id="x", metadata={"lang": "en", "a.b": 1}),
+         chunk(id="y#0", doc_id="y", domain="law", tenant=None, metadata={"lang": "fr"}),
+         chunk(id="z#0", doc_id="z", metadata={"lang": "fr", "score": 0.5})],
+        unit_rows([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0]]),
+    )
+    ids = lambda filters: [h.chunk.id for h in local_qdrant.search(unit_rows([1, 0, 0]), top_k=5, filters=filters)]
+    assert ids(None) == ["x#0", "y#0", "z#0"]
+    assert ids({"domain": "geo", "lang": "fr"}) == ["z#0"]
+    assert ids({"lang": ["en", "de"], "a.b": 1}) == ["x#0"]
+    assert ids({"tenant": None}) == ["y#0"] and ids({"score": 0.5}) == ["z#0"] and ids({"domain": []}) == []
+    assert local_qdrant.count({"lang": "fr"}) == 2
+    assert sorted(c.id for c in local_qdrant.chunks({"domain": "geo"})) == ["x#0", "z#0"]
+    assert local_qdrant.vectors(["z#0", "x#0"]) == pytest.approx(np.array([[0, 1, 0], [1, 0, 0]]))
+    with pytest.raises(StoreError, match="unknown chunk ids.*nope#0"):
+        local_qdrant.vectors(["nope#0"])
+    assert local_qdrant.delete(doc_ids=["x", "missing"]) == 1
+    assert local_qdrant.count() == 2
+
+
+@LOCAL_MODE_WARNING
+def test_qdrant_store_refuses_another_dimension(local_qdrant):
+    with pytest.raises(StoreError, match="dimension 4 does not match the store's 3"):
+        local_qdrant.upsert([chunk()], unit_rows([[1, 0, 0, 0]]))
+    local_qdrant.close()
+    with pytest.raises(StoreError, match="dimension 3, the embedder makes 4"):
+        qdrant.QdrantStore(QdrantSection(), 4)
+
+
+# -- Weaviate: every call through the real client up to the wire --------------------------------
+@pytest.fixture(params=[False, True], ids=["one-collection", "tenants"])
+def offline_weaviate(request):
+    """A WeaviateStore over a real client that never connected: the client validates every
+    argument before it notices it is closed (or, for tenant calls, that the server version it
+    never read, 0.0.0, is too old), so reaching either means the call was well formed."""
+    import weaviate as client_lib
+    from weaviate.connect import ConnectionParams
+
+    params = ConnectionParams.from_params(http_host="127.0.0.1", http_port=9, http_secure=False,
+                                          grpc_host="127.0.0.1", grpc_port=10, grpc_secure=False)
+    client = client_lib.WeaviateClient(connection_params=params, skip_init_checks=True)
+    store = weaviate.WeaviateStore.__new__(weaviate.WeaviateStore)
+    store.dimension, store.url, store.multi_tenancy = 2, UNREACHABLE, request.param
+    store._client, store._collection = client, client.collections.get("Retro")
+    store._properties = {p.name for p in weaviate.base_properties()} | {"meta_lang"}
+    return store
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: s.upsert([chunk(metadata={"lang": "en"})], np.array([[0.6, 0.8]], dtype=np.float32)),
+    lambda s: s.delete(doc_ids=["d"]),
+    lambda s: s.search(np.array([0.6, 0.8]), top_k=2, filters={"domain": "geo", "lang": ["en", None]}),
+    lambda s: s.keyword_search("Paris", top_k=2, filters={"tenant": "acme"}),
+    lambda s: s.count({"id": "d#0"}),
+    lambda s: list(s.chunks({"lang": "en"})),
+    lambda s: s.vectors(["d#0"]),
+], ids=["upsert", "delete", "search", "keyword_search", "count", "chunks", "vectors"])
+def test_weaviate_calls_pass_the_client_checks(offline_weaviate, call):
+    closed = "The `WeaviateClient` is closed|The current version is 0.0.0"
+    with pytest.raises(StoreError, match=f"^Weaviate at {UNREACHABLE} failed: .*({closed})"):
+        call(offline_weaviate)
+
+
+def test_weaviate_filters_that_cannot_match_make_no_call(offline_weaviate):
+    assert offline_weaviate.search(np.array([0.6, 0.8]), top_k=2, filters={"domain": []}) == []
+    assert offline_weaviate.count({"lang": "en", "domain": []}) == 0
