@@ -1,9 +1,18 @@
+"""What only the FAISS store does: choosing flat or HNSW, and keeping an HNSW graph exact under
+deletes. The behaviour all stores share is in test_store_contract.py."""
+
+import json
+
+import faiss
 import numpy as np
 import pytest
 
-from retro_vllm.retrieval.stores.base import StoreError, VectorStore
+from retro_vllm.retrieval.stores import faiss as faiss_store
+from retro_vllm.retrieval.stores.base import StoreError
 from retro_vllm.retrieval.stores.faiss import FaissStore
 from retro_vllm.retrieval.types import Chunk
+
+DIMENSION = 16
 
 
 def unit(v):
@@ -11,68 +20,111 @@ def unit(v):
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
-def chunk(doc, n=0, domain="a", **meta):
-    return Chunk(id=f"{doc}#{n}", doc_id=doc, text=f"{doc} {n}", domain=domain, title=doc, metadata=meta)
+def corpus(n, seed=0):
+    vectors = unit(np.random.default_rng(seed).normal(size=(n, DIMENSION)))
+    chunks = [
+        Chunk(id=f"d{i}#0", doc_id=f"d{i}", text="", domain="ab"[i % 2], metadata={"bucket": i % 50}) for i in range(n)
+    ]
+    return chunks, vectors
 
 
-@pytest.fixture
-def store():
-    s = FaissStore(3)
-    s.upsert(
-        [chunk("x", domain="a", lang="en"), chunk("y", domain="b", lang="fr"), chunk("z", domain="a", lang="fr")],
-        unit([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0]]),
-    )
-    return s
+def written(folder):
+    index = faiss.read_index(str(folder / faiss_store.INDEX_FILE))
+    return index, json.loads((folder / "meta.json").read_text())
 
 
-def test_satisfies_the_protocol(store):
-    assert isinstance(store, VectorStore)
+def test_auto_picks_hnsw_at_the_threshold_when_flushing(tmp_path):
+    chunks, vectors = corpus(60)
+    store = FaissStore.create(tmp_path / "s", DIMENSION, hnsw_above=50)
+    store.upsert(chunks[:49], vectors[:49])
+    store.flush()
+    assert store.mode == "flat" and written(tmp_path / "s")[1]["mode"] == "flat"
+    store.upsert(chunks[49:50], vectors[49:50])
+    assert store.mode == "flat"
+    store.flush()
+    assert store.mode == "hnsw" and written(tmp_path / "s")[1]["mode"] == "hnsw"
+    assert FaissStore.open(tmp_path / "s", hnsw_above=50).mode == "hnsw"
+    store.delete(doc_ids=["d0"])
+    store.flush()
+    assert store.mode == "flat" and FaissStore.open(tmp_path / "s", hnsw_above=50).mode == "flat"
 
 
-def test_search_orders_by_cosine(store):
-    hits = store.search(unit([1, 0, 0]), top_k=3)
-    assert [h.chunk.id for h in hits] == ["x#0", "y#0", "z#0"]
-    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+def test_hnsw_delete_is_exact_before_and_after_the_rebuild(tmp_path):
+    chunks, vectors = corpus(300)
+    store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw")
+    store.upsert(chunks, vectors)
+    store.flush()
+    gone = {f"d{i}" for i in range(0, 300, 3)}
+    assert store.delete(doc_ids=sorted(gone)) == 100
+    store.upsert([chunks[1]], unit([vectors[2]]))
+    store.health()
+    for query in vectors[:20]:
+        hits = store.search(query, top_k=10)
+        assert len(hits) == 10 and not {h.chunk.doc_id for h in hits} & gone
+    assert store.search(vectors[2], top_k=2)[0].score == pytest.approx(1.0, abs=1e-5)
+
+    store.flush()
+    index, meta = written(tmp_path / "s")
+    assert index.ntotal == store.count() == meta["count"] == 200
+    reopened = FaissStore.open(tmp_path / "s", index="hnsw")
+    assert reopened.mode == "hnsw"
+    assert not {h.chunk.doc_id for h in reopened.search(vectors[0], top_k=50)} & gone
 
 
-def test_filters(store):
-    assert [h.chunk.id for h in store.search(unit([1, 0, 0]), top_k=3, filters={"domain": "a"})] == ["x#0", "z#0"]
-    assert [h.chunk.id for h in store.search(unit([1, 0, 0]), top_k=3, filters={"lang": "fr"})] == ["y#0", "z#0"]
-    assert [h.chunk.id for h in store.search(unit([1, 0, 0]), top_k=3, filters={"lang": ["en"]})] == ["x#0"]
-    assert store.search(unit([1, 0, 0]), top_k=3, filters={"domain": "none"}) == []
-    assert store.count({"domain": "a"}) == 2
+def test_filtered_hnsw_search_fills_top_k(tmp_path, monkeypatch):
+    monkeypatch.setattr(faiss_store, "EXACT_FILTER_LIMIT", 0)
+    chunks, vectors = corpus(2000)
+    store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw", ef_search=64)
+    store.upsert(chunks, vectors)
+    query = unit(np.random.default_rng(1).normal(size=DIMENSION))
+    for filters in ({"domain": "a"}, {"bucket": 3}):
+        allowed = [i for i, c in enumerate(chunks) if faiss_store.matches(c, filters)]
+        expected = {chunks[i].id for i in sorted(allowed, key=lambda i: -float(vectors[i] @ query))[:10]}
+        got = {h.chunk.id for h in store.search(query, top_k=10, filters=filters)}
+        assert len(got) == 10 and len(got & expected) >= 9
 
 
-def test_reupsert_replaces_and_delete_removes(store):
-    store.upsert([chunk("z", domain="a")], unit([[1, 0, 0]]))
-    assert store.count() == 3
-    assert store.search(unit([1, 0, 0]), top_k=1, filters={"domain": "a", "id": "z#0"})[0].score == pytest.approx(1.0, abs=1e-5)
-    assert store.delete(doc_ids=["x", "missing"]) == 1
-    assert store.count() == 2
-    assert "x#0" not in [h.chunk.id for h in store.search(unit([1, 0, 0]), top_k=5)]
+def test_a_short_graph_walk_falls_back_to_exact_scoring(tmp_path, monkeypatch):
+    chunks, vectors = corpus(200)
+    store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw")
+    store.upsert(chunks, vectors)
+    monkeypatch.setattr(faiss_store, "EXACT_FILTER_LIMIT", 0)
+    monkeypatch.setattr(FaissStore, "_search_index", lambda self, query, k, params: [])
+    hits = store.search(vectors[3], top_k=4, filters={"bucket": 3})
+    assert [h.chunk.id for h in hits][0] == "d3#0" and len(hits) == 4
+    assert all(h.chunk.metadata["bucket"] == 3 for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
-def test_dimension_mismatch_changes_nothing(store):
-    with pytest.raises(StoreError, match="dimension"):
-        store.upsert([chunk("w")], unit([[1, 0, 0, 0]]))
-    with pytest.raises(StoreError, match="dimension"):
-        store.search(unit([1, 0]), top_k=1)
-    assert store.count() == 3
+def test_changed_graph_options_rebuild_at_flush(tmp_path):
+    chunks, vectors = corpus(100)
+    store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw", hnsw_m=8)
+    store.upsert(chunks, vectors)
+    store.flush()
+    assert faiss.downcast_index(written(tmp_path / "s")[0].index).hnsw.nb_neighbors(1) == 8
+    store = FaissStore.open(tmp_path / "s", index="hnsw", hnsw_m=16)
+    store.flush()
+    assert faiss.downcast_index(written(tmp_path / "s")[0].index).hnsw.nb_neighbors(1) == 16
 
 
-def test_empty_store_returns_nothing():
-    assert FaissStore(3).search(unit([1, 0, 0]), top_k=5) == []
+def test_an_explicit_index_kind_converts_at_flush(tmp_path):
+    chunks, vectors = corpus(100)
+    store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw")
+    store.upsert(chunks, vectors)
+    store.flush()
+    store = FaissStore.open(tmp_path / "s", index="flat")
+    assert store.mode == "hnsw"
+    store.flush()
+    assert store.mode == "flat" and FaissStore.open(tmp_path / "s").mode == "flat"
+    assert store.search(vectors[5], top_k=1)[0].chunk.id == "d5#0"
 
 
-def test_save_and_load_round_trip(store, tmp_path):
-    store.save(tmp_path / "v")
-    loaded = FaissStore.load(tmp_path / "v")
-    assert loaded.count() == 3
-    assert [h.chunk for h in loaded.search(unit([1, 0, 0]), top_k=3)] == [h.chunk for h in store.search(unit([1, 0, 0]), top_k=3)]
-
-
-def test_corrupt_folder_is_a_store_error(store, tmp_path):
-    store.save(tmp_path / "v")
-    (tmp_path / "v" / "index.faiss").write_bytes(b"garbage")
-    with pytest.raises(StoreError, match="missing or corrupt"):
-        FaissStore.load(tmp_path / "v")
+def test_unknown_index_kind_and_inconsistent_meta(tmp_path):
+    with pytest.raises(StoreError, match="unknown FAISS index kind"):
+        FaissStore.create(tmp_path / "s", DIMENSION, index="ivf")
+    store = FaissStore.create(tmp_path / "s", DIMENSION)
+    store.flush()
+    meta = json.loads((tmp_path / "s" / "meta.json").read_text())
+    (tmp_path / "s" / "meta.json").write_text(json.dumps({**meta, "mode": "hnsw"}))
+    with pytest.raises(StoreError, match="corrupt"):
+        FaissStore.open(tmp_path / "s")
