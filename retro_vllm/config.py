@@ -55,8 +55,85 @@ class ChunkingSection(_Section):
         return self
 
 
+class FaissSection(_Section):
+    index: Literal["auto", "flat", "hnsw"] = Field(
+        "auto", description="flat = exact search; hnsw = approximate graph search; auto = flat below hnsw_above chunks."
+    )
+    hnsw_above: int = Field(50_000, ge=0, description="With index: auto, collections of at least this many chunks use HNSW.")
+    hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree.")
+    ef_construction: int = Field(200, ge=8, description="HNSW build-time beam width.")
+    ef_search: int = Field(128, ge=8, description="HNSW search-time beam width (recall vs speed).")
+
+
+class QdrantEdgeSection(_Section):
+    hnsw_m: int = Field(16, ge=4, le=128, description="HNSW graph degree.")
+    ef_construct: int = Field(100, ge=8, description="HNSW build-time beam width.")
+    ef_search: int = Field(128, ge=8, description="HNSW search-time beam width.")
+
+
+class QdrantSection(_Section):
+    url: str = Field("http://localhost:6333", description="Qdrant server URL.")
+    api_key: str | None = Field(None, description="Qdrant API key; empty = $QDRANT_API_KEY if set.")
+    collection: str = Field("retro", description="Collection holding every domain's chunks.")
+    timeout_s: float = Field(5.0, gt=0, description="Per-call timeout.")
+
+
+class WeaviateSection(_Section):
+    url: str = Field("http://localhost:8080", description="Weaviate HTTP URL.")
+    grpc_port: int = Field(50051, ge=1, le=65535, description="Weaviate gRPC port (same host as url).")
+    api_key: str | None = Field(None, description="Weaviate API key; empty = $WEAVIATE_API_KEY if set.")
+    collection: str = Field("Retro", description="Collection holding every domain's chunks.")
+    multi_tenancy: bool = Field(
+        False, description="Map each chunk's tenant to a Weaviate tenant (chunks without a tenant go to 'default')."
+    )
+    timeout_s: float = Field(5.0, gt=0, description="Per-call timeout.")
+
+
+class HybridSection(_Section):
+    dense_weight: float = Field(1.0, ge=0.0, description="Weight of the dense ranking in reciprocal-rank fusion.")
+    keyword_weight: float = Field(1.0, ge=0.0, description="Weight of the BM25 ranking in reciprocal-rank fusion.")
+    rrf_k: int = Field(60, ge=1, description="RRF constant: larger flattens the advantage of the top ranks.")
+    candidates: int = Field(20, ge=1, le=1000, description="Hits taken from each ranking before fusion.")
+
+
+class RerankSection(_Section):
+    method: Literal["none", "mmr", "cross-encoder"] = Field(
+        "none", description="mmr: relevance minus redundancy; cross-encoder: a local model scores (query, passage)."
+    )
+    mmr_lambda: float = Field(0.7, ge=0.0, le=1.0, description="MMR: 1 = relevance only, 0 = diversity only.")
+    cross_encoder_path: Path | None = Field(None, description="Local sentence-transformers CrossEncoder folder.")
+    candidates: int = Field(20, ge=1, le=1000, description="Candidates the reranker orders.")
+
+    @model_validator(mode="after")
+    def _cross_encoder_has_path(self) -> "RerankSection":
+        if self.method == "cross-encoder" and self.cross_encoder_path is None:
+            raise ValueError("method cross-encoder needs cross_encoder_path")
+        return self
+
+
+class CacheSection(_Section):
+    results: int = Field(1024, ge=0, description="Search results kept (LRU); 0 = off.")
+    embeddings: int = Field(4096, ge=0, description="Query embeddings kept (LRU); 0 = off.")
+
+
 class RetrievalSection(_Section):
-    backend: Literal["faiss"] = "faiss"
+    backend: Literal["faiss", "qdrant-edge", "qdrant", "weaviate"] = Field(
+        "faiss", description="faiss and qdrant-edge are embedded (files under home); qdrant and weaviate are servers."
+    )
+    faiss: FaissSection = FaissSection()
+    qdrant_edge: QdrantEdgeSection = QdrantEdgeSection()
+    qdrant: QdrantSection = QdrantSection()
+    weaviate: WeaviateSection = WeaviateSection()
+    mode: Literal["dense", "hybrid"] = Field(
+        "dense", description="dense = vectors only; hybrid = vectors and BM25 fused by RRF. Per domain: retrieval_mode."
+    )
+    hybrid: HybridSection = HybridSection()
+    rerank: RerankSection = RerankSection()
+    cache: CacheSection = CacheSection()
+    on_error: Literal["fail", "degrade"] = Field(
+        "fail", description="When the store fails or times out: fail = 503; degrade = answer without passages."
+    )
+    timeout_s: float = Field(5.0, gt=0, le=600, description="Longest a request waits for retrieval.")
     top_k: int = Field(4, ge=1, description="Passages put in the prompt when a request names none.")
     # 64: the largest marker number the citation constraint tracks (decoding/markers.py).
     max_top_k: int = Field(16, ge=1, le=64, description="Largest top_k a request may ask for.")
@@ -97,6 +174,8 @@ class DomainSection(_Section):
     bias: float | None = Field(
         None, ge=0.0, le=10.0, description="Retrieval-aware decoding strength for this domain; empty = decoding.bias."
     )
+    retrieval_mode: Literal["dense", "hybrid"] | None = Field(None, description="Empty = retrieval.mode.")
+    keyword_weight: float | None = Field(None, ge=0.0, description="BM25 weight in fusion; empty = retrieval.hybrid's.")
 
     @property
     def adapter_name(self) -> str:
@@ -118,6 +197,10 @@ class AdaptersSection(_Section):
 
 class ServingSection(_Section):
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Requests with a larger body get 413.")
+    max_ingest_bytes: int = Field(
+        20_000_000, ge=1024, description="POST /v1/retro/documents bodies larger than this get 413."
+    )
+    max_ingest_documents: int = Field(1000, ge=1, description="Documents one POST /v1/retro/documents may carry.")
     reserve_tokens: int = Field(
         256, ge=1, description="Context kept free for the answer when a request sets no max_tokens."
     )
@@ -197,6 +280,7 @@ def _resolve_paths(config: RetroConfig, base: Path) -> RetroConfig:
         domain.qa = resolve(domain.qa)
         domain.adapter_seed = resolve(domain.adapter_seed)
     config.adapters.registry = resolve(config.adapters.registry)
+    config.retrieval.rerank.cross_encoder_path = resolve(config.retrieval.rerank.cross_encoder_path)
     return config
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from retro_vllm.config import RetroConfig
 from retro_vllm.retrieval.embedder import Embedder
 from retro_vllm.retrieval.index import IndexVersion
-from retro_vllm.retrieval.stores.faiss import FaissStore
+from retro_vllm.retrieval.stores.base import VectorStore
 from retro_vllm.routing.router import INFO_FILE, DomainRouter
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,8 @@ def labelled_queries(config: RetroConfig) -> list[tuple[str, str]]:
 
 
 def _fingerprint(config: RetroConfig, version: IndexVersion) -> str:
-    digest = hashlib.sha256(version.fingerprint.encode())
+    # Any new version (an ingest, a config corpus edit) may move the domain centroids.
+    digest = hashlib.sha256(f"{version.name}:{version.backend}:{version.config_fingerprint}".encode())
     digest.update(f"{config.routing.threshold}:{config.routing.temperature}".encode())
     for domain in config.domains:
         for path in domain.queries:
@@ -41,7 +42,7 @@ def _fingerprint(config: RetroConfig, version: IndexVersion) -> str:
     return digest.hexdigest()[:16]
 
 
-def ensure_router(config: RetroConfig, embedder: Embedder, store: FaissStore, version: IndexVersion) -> DomainRouter | None:
+def ensure_router(config: RetroConfig, embedder: Embedder, store: VectorStore, version: IndexVersion) -> DomainRouter | None:
     """The saved router if it was trained on exactly this index and these queries, else a
     new one. None when fewer than two domains have passages (nothing to choose)."""
     fingerprint = _fingerprint(config, version)
@@ -50,7 +51,8 @@ def ensure_router(config: RetroConfig, embedder: Embedder, store: FaissStore, ve
         router = DomainRouter.load(folder)
         if router.fingerprint == fingerprint:
             return router
-    chunks, vectors = store.vectors()
+    chunks = list(store.chunks())
+    vectors = store.vectors([c.id for c in chunks]) if chunks else np.zeros((0, embedder.dimension), np.float32)
     labels = [c.domain for c in chunks]
     queries = labelled_queries(config)
     if queries:
