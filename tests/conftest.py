@@ -92,9 +92,15 @@ def model_path() -> Path:
 def retro_config(tmp_path_factory, model_path) -> Path:
     """The demo config, with a fresh home (so the index is built by the server under test)
     and the already-converted model."""
+    import yaml
+
     from retro_vllm.config import write_demo_config
 
-    return write_demo_config(tmp_path_factory.mktemp("retro-home"), model_path)
+    path = write_demo_config(tmp_path_factory.mktemp("retro-home"), model_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["retrieval"]["timeout_s"] = 2.0  # the hung-store test waits this long
+    path.write_text(yaml.safe_dump(raw))
+    return path
 
 
 SERVER_ARGS = ["--max-model-len", "2048", "--seed", "0"]

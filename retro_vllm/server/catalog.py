@@ -14,7 +14,7 @@ from retro_vllm import compat
 from retro_vllm.adapters.catalog import AdapterCatalog
 from retro_vllm.server.controls import FilterValue
 from retro_vllm.server.errors import RetroHTTPError, error_response
-from retro_vllm.server.request import RETRO_MODEL_ALIAS, check_controls, read_json_body
+from retro_vllm.server.request import RETRO_MODEL_ALIAS, check_controls, read_json_body, search_with_timeout
 from retro_vllm.server.controls import RetroControls
 from retro_vllm.server.state import RetroState
 
@@ -89,12 +89,9 @@ async def search(raw_request: Request) -> JSONResponse:
         controls = RetroControls(domain=request.domain, top_k=request.top_k, filters=request.filters)
         check_controls(state, controls)
         top_k = request.top_k or state.config.retrieval.top_k
-        try:
-            hits = await asyncio.to_thread(
-                state.retriever.search, request.query, top_k=top_k, domain=request.domain, filters=request.filters
-            )
-        except Exception as exc:
-            raise RetroHTTPError(503, f"vector store unavailable: {exc}", code="retrieval_unavailable") from None
+        hits = await search_with_timeout(
+            state, request.query, top_k=top_k, domain=request.domain, filters=request.filters
+        )
     except RetroHTTPError as exc:
         return exc.to_response()
     from retro_vllm.retrieval.types import Passage

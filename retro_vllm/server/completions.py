@@ -51,7 +51,8 @@ async def create_completion(raw_request: Request) -> Any:
             controls = controls.model_copy(update={"retrieval": False})
         per_prompt: list[list[Passage]] = []
         all_dropped: list[Passage] = []
-        route = Route(controls.domain, "domain" if controls.domain else "none")
+        route = Route(controls.domain, "domain" if controls.domain else "none",
+                      retrieval="ok" if controls.retrieval else "disabled")
         timings = Timings()
         if controls.retrieval:
             rendered = []

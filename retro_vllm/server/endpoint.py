@@ -7,7 +7,7 @@ from argparse import Namespace
 
 from fastapi import APIRouter, FastAPI
 
-from retro_vllm.server import catalog, chat, completions
+from retro_vllm.server import catalog, chat, completions, documents
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,8 @@ class RetroEndpointPlugin:
             ("GET", "/v1/models", catalog.list_models),
             ("GET", "/v1/retro/domains", catalog.list_domains),
             ("POST", "/v1/retro/search", catalog.search),
+            ("POST", "/v1/retro/documents", documents.add_documents),
+            ("DELETE", "/v1/retro/documents/{doc_id:path}", documents.delete_document),
             # Adapters come from the registry (checked) on first use; vLLM's own load/unload
             # routes would take any path, so they stay closed.
             ("POST", "/v1/load_lora_adapter", catalog.adapter_management_closed),

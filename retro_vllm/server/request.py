@@ -6,7 +6,8 @@ import asyncio
 import json
 import logging
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import Request
@@ -136,6 +137,12 @@ class Route:
     route: str  # "router" | "model" | "domain" | "none", as in the contract
     score: float | None = None
     adapter: str | None = None
+    retrieval: str = "ok"  # "ok" | "disabled" | "degraded", as in the contract
+
+
+# Test-only store faults (RETRO_VLLM_TEST_FAULTS=1), sent as vllm_xargs {"retro_fault": ...}:
+# a store that raises, and one that hangs past the timeout.
+STORE_FAULTS = ("store_error", "store_sleep")
 
 
 async def route_and_retrieve(
@@ -147,6 +154,7 @@ async def route_and_retrieve(
     never gets an adapter. The query is embedded
     once for routing and search. Sets `body["model"]` to the adapter's versioned name."""
     timings = timings or Timings()
+    fault = _take_store_fault(body)
     vector = None
     if choice.adapter is not None:
         route = Route(controls.domain or choice.adapter.domain, "model", adapter=choice.adapter.served_name)
@@ -156,28 +164,61 @@ async def route_and_retrieve(
             route = _with_domain_adapter(state, body, route)
     elif choice.use_router and state.router is not None and query:
         with timings.measure("embed"):
-            vector = await asyncio.to_thread(state.retriever.embedder.embed_query, query)
+            vector = await asyncio.to_thread(state.retriever.embed_query, query)
         with timings.measure("route"):
             decision = state.router.route(vector)
         route = Route(decision.domain, "router" if decision.domain else "none", round(decision.score, 6))
         route = _with_domain_adapter(state, body, route)
     else:
         route = Route(None, "none")
-    if not controls.retrieval or not query:
+    if not controls.retrieval:
+        return replace(route, retrieval="disabled"), []
+    if not query:
         return route, []
     top_k = controls.top_k or state.config.retrieval.top_k
     try:
         if vector is None:
             with timings.measure("embed"):
-                vector = await asyncio.to_thread(state.retriever.embedder.embed_query, query)
+                vector = await asyncio.to_thread(state.retriever.embed_query, query)
         with timings.measure("search"):
-            hits = await asyncio.to_thread(
-                state.retriever.search, query, top_k=top_k, domain=route.domain, filters=controls.filters, vector=vector
+            hits = await search_with_timeout(
+                state, query, top_k=top_k, domain=route.domain, filters=controls.filters, vector=vector, fault=fault
             )
+    except RetroHTTPError:
+        if state.config.retrieval.on_error == "degrade":
+            return replace(route, retrieval="degraded"), []
+        raise
+    return route, order_passages(hits)
+
+
+async def search_with_timeout(state: RetroState, query: str, *, fault: str | None = None, **kwargs) -> list:
+    """The retriever's search, bounded by `retrieval.timeout_s`; any store fault or a timeout
+    becomes a 503 (the caller may degrade instead). The search thread of a timed-out call
+    finishes on its own; the request does not wait for it."""
+    timeout = state.config.retrieval.timeout_s
+
+    def run():
+        if fault == "store_error":
+            raise RuntimeError("injected store fault (RETRO_VLLM_TEST_FAULTS)")
+        if fault == "store_sleep":
+            time.sleep(timeout + 1)
+        return state.retriever.search(query, **kwargs)
+
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(run), timeout)
+    except asyncio.TimeoutError:
+        logger.error("retrieval timed out after %.1f s", timeout)
+        raise RetroHTTPError(503, f"vector store did not answer within {timeout:g} s", code="retrieval_unavailable") from None
     except Exception as exc:  # any store fault: this request fails cleanly, the server serves on
         logger.exception("retrieval failed")
         raise RetroHTTPError(503, f"vector store unavailable: {exc}", code="retrieval_unavailable") from None
-    return route, order_passages(hits)
+
+
+def _take_store_fault(body: dict[str, Any]) -> str | None:
+    xargs = body.get("vllm_xargs")
+    if not faults_enabled() or not isinstance(xargs, dict) or xargs.get(ARG_FAULT) not in STORE_FAULTS:
+        return None
+    return xargs.pop(ARG_FAULT)
 
 
 def _with_domain_adapter(state: RetroState, body: dict[str, Any], route: Route) -> Route:
@@ -199,7 +240,7 @@ def retro_summary(
         "adapter": route.adapter,
         "route": route.route,
         "route_score": route.score,
-        "retrieval": "ok" if controls.retrieval else "disabled",
+        "retrieval": route.retrieval,
         "passages": [p.to_contract() for p in passages],
     }
     if dropped:

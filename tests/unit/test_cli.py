@@ -54,7 +54,7 @@ def test_corrupt_index_is_one_line(small_config, tmp_path):
     # `serve` and `eval router` share the index preparation; `eval router` needs no model.
     assert run_cli("index", "--config", str(small_config), env_home=tmp_path).returncode == 0
     versions = tmp_path / "home" / "index" / "versions"
-    (next(versions.iterdir()) / "index.faiss").write_bytes(b"garbage")
+    (next(versions.iterdir()) / "store" / "index.faiss").write_bytes(b"garbage")
     out = run_cli("eval", "router", "--config", str(small_config), env_home=tmp_path)
     assert out.returncode == 2
     assert "corrupt" in out.stderr and "retro-vllm index" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,79 @@
+"""A store that raises or hangs: the request degrades or fails with 503, by config, within the
+timeout (the engine is not needed: the front half runs on its own)."""
+
+import asyncio
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from retro_vllm.config import RetroConfig
+from retro_vllm.server.controls import RetroControls
+from retro_vllm.server.errors import RetroHTTPError
+from retro_vllm.server.request import ModelChoice, route_and_retrieve, search_with_timeout
+
+
+class FaultyRetriever:
+    def __init__(self, behaviour: str):
+        self.behaviour = behaviour
+        self.released = threading.Event()
+
+    def embed_query(self, query):
+        return np.ones(4, np.float32) / 2
+
+    def search(self, query, **kwargs):
+        if self.behaviour == "raise":
+            raise ConnectionError("store at 127.0.0.1:9 refused the connection")
+        self.released.wait(5)  # a hung store; released by the test
+        return []
+
+
+def state(on_error: str, behaviour: str):
+    config = RetroConfig.model_validate({
+        "retrieval": {"on_error": on_error, "timeout_s": 0.3},
+        "domains": [{"name": "net"}],
+    })
+    return SimpleNamespace(config=config, retriever=FaultyRetriever(behaviour), router=None, catalog=None)
+
+
+@pytest.mark.parametrize("behaviour", ["raise", "sleep"])
+def test_fail_mode_answers_503_within_the_timeout(behaviour):
+    s = state("fail", behaviour)
+
+    async def request():
+        started = time.monotonic()
+        try:
+            await route_and_retrieve(s, {}, "what is dns?", RetroControls(domain="net"), ModelChoice())
+        except RetroHTTPError as exc:
+            return exc, time.monotonic() - started
+        finally:
+            s.retriever.released.set()  # let the hung thread end, or asyncio.run waits for it
+
+    error, waited = asyncio.run(request())
+    assert error.status == 503 and error.code == "retrieval_unavailable"
+    assert ("refused" if behaviour == "raise" else "within 0.3 s") in error.message
+    assert waited < 3  # bounded by the timeout, not by the hung store (5 s)
+
+
+@pytest.mark.parametrize("behaviour", ["raise", "sleep"])
+def test_degrade_mode_answers_without_passages(behaviour):
+    s = state("degrade", behaviour)
+    route, passages = asyncio.run(route_and_retrieve(s, {}, "what is dns?", RetroControls(domain="net"), ModelChoice()))
+    s.retriever.released.set()
+    assert passages == [] and route.retrieval == "degraded" and route.domain == "net"
+
+
+def test_search_endpoint_helper_is_bounded_too():
+    s = state("degrade", "sleep")  # /v1/retro/search has no answer to degrade to: always 503
+    with pytest.raises(RetroHTTPError) as err:
+        asyncio.run(search_with_timeout(s, "q", top_k=3))
+    s.retriever.released.set()
+    assert err.value.status == 503
+
+
+def test_retrieval_off_is_reported_as_disabled():
+    s = state("fail", "raise")
+    route, passages = asyncio.run(route_and_retrieve(s, {}, "q", RetroControls(retrieval=False), ModelChoice()))
+    assert route.retrieval == "disabled" and passages == []
