@@ -6,7 +6,8 @@ against its baseline in the same run, with the machine it ran on.
 
 Benches: overhead (plugin vs stock vLLM, 1k/10k/100k chunks, memory), client_rag (server-side RAG
 vs a LangChain chain on stock vLLM), processor (logits processor throughput), kv_layout (prefix-
-cache-aware prompt layout vs a naive one). Stock vLLM runs from its own environment
+cache-aware prompt layout vs a naive one), store_scale (FAISS exact, FAISS HNSW, Qdrant Edge at 10k/100k
+chunks). Stock vLLM runs from its own environment
 (.venv-stock, created on first use) because retro-vllm's logits processor loads in every vLLM of
 an environment.
 """
@@ -25,9 +26,10 @@ BENCHES = {
     "client_rag": "bench.client_rag",
     "processor": "bench.processor_overhead",
     "kv_layout": "bench.kv_layout",
+    "store_scale": "bench.store_scale",
 }
 RESULT_FILES = {"overhead": "overhead", "client_rag": "client_rag", "processor": "processor_overhead",
-                "kv_layout": "kv_layout"}
+                "kv_layout": "kv_layout", "store_scale": "store_scale"}
 
 
 def load(name: str) -> dict | None:
@@ -76,6 +78,18 @@ def summary_rows() -> list[tuple[str, str, str, str, str]]:
                      f"{kv['repeat_ttft_ratio_naive_over_retro']:.2f}x lower (target >= 4x)"))
         rows.append(("kv_layout", "prefix-cache share of repeated prompts", f"{kv['retro']['cached_share_repeat']:.1%}",
                      f"{kv['naive']['cached_share_repeat']:.1%}", ""))
+    stores = load("store_scale")
+    if stores:
+        for scale, by_store in stores["scales"].items():
+            exact = by_store["faiss exact"]
+            for name, row in by_store.items():
+                if name == "faiss exact":
+                    continue
+                rows.append(("store_scale", f"search p50 / build, {int(scale):,} chunks: {name}",
+                             f"{row['p50_ms']:.2f} ms / {row['build_per_s']:,.0f} per s",
+                             f"{exact['p50_ms']:.2f} ms / {exact['build_per_s']:,.0f} per s (FAISS exact)",
+                             f"{row['search_p50_ratio']:.2f}x faster, build {row['build_ratio']:.2f}x, "
+                             f"recall@10 {row['recall@10']:.3f}"))
     return rows
 
 

@@ -26,13 +26,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def demo_config(home: Path) -> Path:
-    """The bundled demo with absolute paths, a fresh home and the already-converted model."""
+def demo_config(home: Path, **sections: dict) -> Path:
+    """The bundled demo with absolute paths, a fresh home and the already-converted model;
+    `sections` are merged into the config's top-level sections."""
+    import yaml
+
     from retro_vllm import envs
     from retro_vllm.config import write_demo_config
     from retro_vllm.models.default_model import ensure_default_model
 
-    return write_demo_config(home, ensure_default_model(envs.RETRO_VLLM_HOME, progress=True))
+    path = write_demo_config(home, ensure_default_model(envs.RETRO_VLLM_HOME, progress=True))
+    if sections:
+        raw = yaml.safe_load(path.read_text())
+        for name, values in sections.items():
+            raw.setdefault(name, {}).update(values)
+        path.write_text(yaml.safe_dump(raw))
+    return path
 
 
 class ServerProcess:

@@ -41,37 +41,42 @@ ENGINE = ["--no-enable-prefix-caching"]
 
 def publish_scaled(config_path: Path, total: int, real: tuple[list, np.ndarray]) -> None:
     from retro_vllm.config import load_config
-    from retro_vllm.retrieval.types import Chunk
     from retro_vllm.retrieval.embedder import Embedder
-    from retro_vllm.retrieval.index import corpus_fingerprint, index_root, publish
-    from retro_vllm.retrieval.stores.faiss import FaissStore
+    from retro_vllm.retrieval.index import SOURCE_CONFIG, DocumentEntry, IndexWriter, corpus_fingerprint
+    from retro_vllm.retrieval.ingest import embedder_id
+    from retro_vllm.retrieval.types import Chunk
 
     config = load_config(config_path)
     chunks, vectors = real
-    store = FaissStore(vectors.shape[1])
-    store.upsert(chunks, vectors)
+    embedder = Embedder(config.embedder.path)
     domains = config.domain_names
     rng = np.random.default_rng(0)
     filler = total - len(chunks)
-    for start in range(0, filler, 20000):
-        count = min(20000, filler - start)
-        part = [Chunk(id=f"filler-{i}#0", doc_id=f"filler-{i}", text=f"Filler passage {i}.", domain=domains[i % len(domains)])
-                for i in range(start, start + count)]
-        random = rng.standard_normal((count, vectors.shape[1])).astype(np.float32)
-        store.upsert(part, random / np.linalg.norm(random, axis=1, keepdims=True))
-    embedder_path = Embedder(config.embedder.path).path
-    publish(index_root(config), store, fingerprint=corpus_fingerprint(config, embedder_path))
+    with IndexWriter(config, dimension=vectors.shape[1], embedder_id=embedder_id(embedder), fresh=True) as writer:
+        writer.store.upsert(chunks, vectors)
+        for start in range(0, filler, 20000):
+            count = min(20000, filler - start)
+            part = [Chunk(id=f"filler-{i}#0", doc_id=f"filler-{i}", text=f"Filler passage {i}.",
+                          domain=domains[i % len(domains)]) for i in range(start, start + count)]
+            random = rng.standard_normal((count, vectors.shape[1])).astype(np.float32)
+            writer.store.upsert(part, random / np.linalg.norm(random, axis=1, keepdims=True))
+        for chunk in chunks:
+            writer.manifest.documents.setdefault(chunk.doc_id, DocumentEntry(chunk.domain, SOURCE_CONFIG, "", 0))
+        writer.config_fingerprint = corpus_fingerprint(config)
+        writer.commit()
 
 
 def real_chunks(config_path: Path) -> tuple[list, np.ndarray]:
     from retro_vllm.config import load_config
     from retro_vllm.retrieval.embedder import Embedder
-    from retro_vllm.retrieval.ingest import _embedding_text, collect_chunks
+    from retro_vllm.retrieval.ingest import embedder_id, ensure_index
+    from retro_vllm.retrieval.index import open_store
 
     config = load_config(config_path)
     embedder = Embedder(config.embedder.path)
-    chunks = collect_chunks(config, embedder)
-    return chunks, embedder.embed([_embedding_text(c) for c in chunks])
+    store = open_store(config, ensure_index(config, embedder, progress=False), embedder.dimension)
+    chunks = list(store.chunks())
+    return chunks, store.vectors([c.id for c in chunks])
 
 
 async def measure(retro_url: str, stock_url: str, config_path: Path, real, questions: list[str], preamble: str,
@@ -145,7 +150,8 @@ def main() -> None:
 
     results: dict = {"scales": {}}
     with tempfile.TemporaryDirectory(prefix="retro-bench-") as tmp:
-        config_path = demo_config(Path(tmp) / "home")
+        # Caches off: the retrieval path is measured in full, not a repeated query's cache hit.
+        config_path = demo_config(Path(tmp) / "home", retrieval={"cache": {"results": 0, "embeddings": 0}})
         model_path = Path(load_config(config_path).model.path)
         real = real_chunks(config_path)
         with RetroServer(config_path, ENGINE) as retro, \
