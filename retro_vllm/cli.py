@@ -90,6 +90,8 @@ def _prepare_index(config):
         version = ensure_index(config, embedder, progress=True)
         store = open_store(config, version, embedder.dimension)
         store.health()
+        if not store.count():
+            typer.secho("retro-vllm: the index has no passages; answers will come without sources", err=True)
         store.close()
         return embedder, version
     except (EmbedderUnavailableError, IndexUnavailableError, StoreError, CorpusError, OSError) as exc:

@@ -20,7 +20,8 @@ def chunk_document(document: Document, tokenizer, *, max_tokens: int, overlap_to
     text = _WHITESPACE.sub(" ", document.text).strip()
     if not text:
         return
-    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    # Whole documents exceed the embedder's window on purpose (they are cut below): no warning.
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     offsets = encoding["offset_mapping"]
     step = max_tokens - overlap_tokens
     starts = range(0, max(len(offsets) - overlap_tokens, 1), step) if len(offsets) > max_tokens else [0]

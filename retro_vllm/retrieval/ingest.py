@@ -206,8 +206,6 @@ def build_index(config: RetroConfig, embedder: Embedder, *, progress: bool = Tru
         # A config document that reuses an ingested document's id takes its place.
         apply_documents(writer, config, embedder, documents, source=SOURCE_CONFIG, delete=gone, progress=progress)
         writer.config_fingerprint = corpus_fingerprint(config)
-        if not writer.store.count():
-            logger.warning("the index has no passages; answers will come without sources")
         return writer.commit()
 
 
