@@ -98,3 +98,24 @@ class KeywordIndex:
 
 def _text(chunk: Chunk) -> str:
     return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text
+
+
+class LazyKeywordIndex:
+    """A version's keyword index, read from disk on its first search: a server whose domains all
+    search dense never holds a second copy of every chunk in memory."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._index: KeywordIndex | None = None
+        self._loaded = False
+        self._lock = threading.Lock()
+
+    def keyword_search(self, query: str, *, top_k: int, filters: Filters | None = None) -> list[ScoredChunk]:
+        with self._lock:
+            if not self._loaded:
+                self._index = KeywordIndex.load(self.folder)
+                self._loaded = True
+                if self._index is None:
+                    logger.warning("index version at %s has no keyword index; BM25 finds nothing", self.folder.parent)
+        return self._index.keyword_search(query, top_k=top_k, filters=filters) if self._index else []
+

@@ -15,7 +15,7 @@ from retro_vllm.retrieval.cache import LRUCache, normalize_query, result_key
 from retro_vllm.retrieval.embedder import Embedder
 from retro_vllm.retrieval.fusion import reciprocal_rank_fusion
 from retro_vllm.retrieval.index import CURRENT, KEYWORD_DIR, IndexVersion, current_version, index_root, open_store
-from retro_vllm.retrieval.keyword import KeywordIndex
+from retro_vllm.retrieval.keyword import LazyKeywordIndex
 from retro_vllm.retrieval.rerank import Reranker, make_reranker
 from retro_vllm.retrieval.stores.base import Filters, VectorStore
 from retro_vllm.retrieval.types import ScoredChunk
@@ -61,7 +61,7 @@ class Retriever:
     def _open(self, version: IndexVersion) -> _Serving:
         store = open_store(self.config, version, self.embedder.dimension)
         if version.embedded:
-            keyword = KeywordIndex.load(version.folder / KEYWORD_DIR)
+            keyword = LazyKeywordIndex(version.folder / KEYWORD_DIR)
         else:
             keyword = store if hasattr(store, "keyword_search") else None
         return _Serving(version, store, keyword)

@@ -106,3 +106,13 @@ def test_result_keys_normalize_the_query_and_separate_versions_and_filters():
     assert base != result_key("v2", "What is DNS?", top_k=4, mode="dense", filters={"domain": "net"})
     assert base != result_key("v1", "What is DNS?", top_k=4, mode="dense", filters={"domain": "net", "tenant": "t"})
     assert base != result_key("v1", "What is DNS?", top_k=5, mode="dense", filters={"domain": "net"})
+
+
+def test_lazy_keyword_index_reads_on_first_search(tmp_path):
+    from retro_vllm.retrieval.keyword import LazyKeywordIndex
+
+    KeywordIndex.build([chunk("tls", "HTTPS uses TCP port 443")], tmp_path / "bm25")
+    lazy = LazyKeywordIndex(tmp_path / "bm25")
+    assert lazy._index is None  # nothing read at open
+    assert lazy.keyword_search("port 443", top_k=1)[0].chunk.id == "tls#0"
+    assert LazyKeywordIndex(tmp_path / "missing").keyword_search("port", top_k=1) == []
