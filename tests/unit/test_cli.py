@@ -58,3 +58,24 @@ def test_corrupt_index_is_one_line(small_config, tmp_path):
     out = run_cli("eval", "router", "--config", str(small_config), env_home=tmp_path)
     assert out.returncode == 2
     assert "corrupt" in out.stderr and "retro-vllm index" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("backend, section", [("qdrant", {"url": "http://127.0.0.1:9", "timeout_s": 1}),
+                                              ("weaviate", {"url": "http://127.0.0.1:9", "grpc_port": 9, "timeout_s": 1})])
+def test_unreachable_store_server_is_one_line(small_config, tmp_path, backend, section):
+    raw = yaml.safe_load(small_config.read_text())
+    raw["retrieval"] = {"backend": backend, backend: section}
+    small_config.write_text(yaml.safe_dump(raw))
+    out = run_cli("index", "--config", str(small_config), env_home=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("retro-vllm: ") and "127.0.0.1:9" in last
+
+
+def test_unknown_backend_is_one_line(small_config, tmp_path):
+    raw = yaml.safe_load(small_config.read_text())
+    raw["retrieval"] = {"backend": "milvus"}
+    small_config.write_text(yaml.safe_dump(raw))
+    out = run_cli("index", "--config", str(small_config), env_home=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "retrieval.backend" in out.stderr and "faiss" in out.stderr

@@ -116,3 +116,25 @@ def test_lazy_keyword_index_reads_on_first_search(tmp_path):
     assert lazy._index is None  # nothing read at open
     assert lazy.keyword_search("port 443", top_k=1)[0].chunk.id == "tls#0"
     assert LazyKeywordIndex(tmp_path / "missing").keyword_search("port", top_k=1) == []
+
+
+def test_cross_encoder_reranker_orders_by_the_model(tmp_path):
+    # No cross-encoder ships in a package: build one from the packaged MiniLM (its scoring head
+    # is freshly initialised), save it, and check the reranker loads it from disk and follows it.
+    from sentence_transformers import CrossEncoder
+
+    from retro_vllm.retrieval.embedder import packaged_embedder_path
+    from retro_vllm.retrieval.rerank import CrossEncoderReranker
+
+    import torch
+
+    torch.manual_seed(0)
+    CrossEncoder(str(packaged_embedder_path()), num_labels=1, device="cpu").save(str(tmp_path / "ce"))
+    candidates = [hit(name, 0.5) for name in ("alpha", "beta", "gamma", "delta")]
+    reranker = make_reranker("cross-encoder", mmr_lambda=0.5, cross_encoder_path=tmp_path / "ce")
+    ranked = reranker.rerank("which one?", None, candidates, top_k=3, vectors_of=None)
+    expected = CrossEncoder(str(tmp_path / "ce"), device="cpu").predict([("which one?", c.chunk.text) for c in candidates])
+    assert isinstance(reranker, CrossEncoderReranker)
+    assert [h.chunk.id for h in ranked] == [candidates[i].chunk.id for i in np.argsort(-expected)[:3]]
+    assert ranked[0].stage == "rerank" and ranked[0].scores["rerank"] == pytest.approx(float(expected.max()), abs=1e-5)
+    assert ranked[0].scores["dense"] == 0.5
