@@ -101,7 +101,7 @@ async def level(run_one, questions: list[str], concurrency: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--per-level", type=int, nargs="+", default=[8, 16, 32], help="Questions at each level.")
+    parser.add_argument("--per-level", type=int, nargs="+", default=[6, 12, 24], help="Questions at each level.")
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
     from retro_vllm.config import DEMO_CONFIG, load_config

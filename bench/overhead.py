@@ -136,7 +136,7 @@ def peak_rss_mb(pid: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", type=int, nargs="+", default=[1000, 10000, 100000])
-    parser.add_argument("--questions", type=int, default=20)
+    parser.add_argument("--questions", type=int, default=12)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--throughput-scale", type=int, default=10000)
     args = parser.parse_args()

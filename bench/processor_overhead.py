@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=12)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--bias", type=float, default=1.0, help="retro.bias of the 'constraint + bias' rows.")
     args = parser.parse_args()
     from retro_vllm.config import DEMO_CONFIG, load_config
