@@ -1,7 +1,7 @@
 """Run every bench, then write bench/results/README.md: one table of ratios, each measured
 against its baseline in the same run, with the machine it ran on.
 
-    .venv/bin/python -m bench            # all (about 30 minutes on 2 cores)
+    .venv/bin/python -m bench            # all (about 20 minutes on 2 cores)
     .venv/bin/python -m bench overhead   # some, by name
 
 Benches: overhead (plugin vs stock vLLM, 1k/10k/100k chunks, memory), client_rag (server-side RAG
