@@ -56,6 +56,19 @@ def test_async_and_per_call_controls(chat):
         assert len(message.response_metadata["passages"]) == 2
 
 
+def test_one_model_across_event_loops(retro_server):
+    """Each `asyncio.run` has its own loop: a pooled connection of a closed loop must not be
+    reused (ChatOpenAI's shared default client fails the second run: "Event loop is closed")."""
+    chat = langchain_retro_vllm.ChatRetroVLLM(base_url=f"{retro_server.base_url}/v1", model="SmolLM2-135M-Instruct",
+                                              temperature=0, max_tokens=4, max_retries=0)
+
+    async def streamed() -> str:
+        return "".join([chunk.text async for chunk in chat.astream("Hello")])
+
+    for _ in range(3):
+        assert asyncio.run(chat.ainvoke("Hello")).text and asyncio.run(streamed())
+
+
 def test_server_errors_raise_the_clients_own_error(chat):
     import openai
 

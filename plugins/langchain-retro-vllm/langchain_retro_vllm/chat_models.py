@@ -11,17 +11,39 @@ This class puts them in `AIMessage.response_metadata`:
 In a stream the same keys arrive once, on the final chunk, so a summed `AIMessageChunk` carries
 them exactly once. Per-call controls (`domain`, `top_k`, `retrieval`, `filters`, `bias`) go in
 the request's `retro` object; set them on the model or pass them to `invoke`/`stream`.
+
+Async calls keep one connection pool per event loop (see `LoopBoundTransport`), so one model
+serves several `asyncio.run(...)` calls in a row.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
+import urllib.request
 from typing import Any
 
+import openai
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
+
+try:  # the httpx flavour the installed openai SDK takes (httpx2 for openai>=3)
+    from langchain_openai._compat import httpx
+except ImportError:  # older langchain-openai: openai<3, plain httpx
+    import httpx
+
+try:  # the TCP keepalive options and pool limits ChatOpenAI's own default client uses
+    from langchain_openai.chat_models._client_utils import _DEFAULT_CONNECTION_LIMITS as POOL_LIMITS
+    from langchain_openai.chat_models._client_utils import _resolve_socket_options
+except ImportError:
+    POOL_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=5.0)
+
+    def _resolve_socket_options(value: Any) -> tuple:
+        return tuple(value or ())
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +75,49 @@ def retro_metadata(annotations: list[dict] | None, retro: dict | None) -> dict[s
     }
 
 
+class LoopBoundTransport(httpx.AsyncBaseTransport):
+    """An async transport with one connection pool per event loop.
+
+    A pooled keep-alive connection belongs to the event loop that opened it. `ChatOpenAI`'s
+    default async client is shared process-wide (cached per base URL), so after one
+    `asyncio.run(model.ainvoke(...))` the next `asyncio.run(...)` picks up a connection of the
+    closed loop and fails with `RuntimeError: Event loop is closed`. Here each loop gets its own
+    pool; pools of loops that have closed are dropped (they cannot be closed from another loop,
+    their sockets close when collected).
+    """
+
+    def __init__(self, **transport_kwargs: Any) -> None:
+        self._transport_kwargs = transport_kwargs
+        self._pools: dict[asyncio.AbstractEventLoop | None, httpx.AsyncHTTPTransport] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _loop() -> asyncio.AbstractEventLoop | None:
+        try:
+            return asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio (trio): one pool
+            return None
+
+    def _pool(self) -> httpx.AsyncHTTPTransport:
+        loop = self._loop()
+        with self._lock:
+            pool = self._pools.get(loop)
+            if pool is None:
+                for closed in [old for old in self._pools if old is not None and old.is_closed()]:
+                    del self._pools[closed]
+                pool = self._pools[loop] = httpx.AsyncHTTPTransport(**self._transport_kwargs)
+            return pool
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._pool().handle_async_request(request)
+
+    async def aclose(self) -> None:
+        with self._lock:
+            pool = self._pools.pop(self._loop(), None)
+        if pool is not None:
+            await pool.aclose()
+
+
 class ChatRetroVLLM(ChatOpenAI):
     """A chat model for a retro-vllm server (`base_url="http://host:8000/v1"`).
 
@@ -70,6 +135,29 @@ class ChatRetroVLLM(ChatOpenAI):
     retrieval: bool | None = None
     filters: dict[str, Any] | None = None
     bias: float | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retro_defaults(cls, values: Any) -> Any:
+        """No key means the placeholder, also when `None` is passed (as `load()` does for a
+        serialized model when `OPENAI_API_KEY` is unset). Async calls get a `LoopBoundTransport`
+        unless the caller brings a client or a proxy (with a proxy, explicit or from the
+        environment, `ChatOpenAI`'s own client setup applies)."""
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        for key in ("api_key", "openai_api_key"):
+            if key in values and values[key] is None:
+                values[key] = SecretStr("unused")
+        if values.get("http_async_client") is not None:
+            return values
+        env_proxies = [scheme for scheme in urllib.request.getproxies() if scheme != "no"]  # "no": NO_PROXY
+        if values.get("openai_proxy") or os.environ.get("OPENAI_PROXY") or env_proxies:
+            return values
+        transport = LoopBoundTransport(limits=POOL_LIMITS,
+                                       socket_options=_resolve_socket_options(values.get("http_socket_options")))
+        values["http_async_client"] = openai.DefaultAsyncHttpxClient(transport=transport)
+        return values
 
     @property
     def _llm_type(self) -> str:
