@@ -1,4 +1,4 @@
-# `make bench`: set up with the benchmark tools, then run every bench (about 30 minutes on 2 cores).
+# `make bench`: set up with the benchmark tools, then run every bench (about 20 minutes on 2 cores).
 .PHONY: bench test
 
 bench:
