@@ -16,7 +16,8 @@ _registered = False
 
 
 def register() -> None:
-    """`vllm.general_plugins`: runs in the API server, the engine core and every worker."""
+    """`vllm.general_plugins`: runs in the API server, the engine core and every worker, before
+    any of them picks its model loader."""
     global _registered
     if _registered:
         return
@@ -31,6 +32,12 @@ def register() -> None:
         register_resolver()
     except ImportError as exc:  # a vLLM without the resolver hook: adapters need --lora-modules
         logger.warning("retro: LoRA resolver not registered (%s)", exc)
+    try:
+        from retro_vllm.models.gguf_loader import register as register_gguf_loader
+
+        register_gguf_loader()
+    except ImportError as exc:  # a vLLM without loader plugins: serve converted checkpoints
+        logger.warning("retro: GGUF loader (--load-format retro-gguf) not registered (%s)", exc)
 
 
 def endpoint():

@@ -15,13 +15,16 @@ def test_importing_the_plugin_loads_no_torch_or_vllm():
     assert run(code) == ""
 
 
-def test_general_plugin_registers_the_resolver_once():
+def test_general_plugin_registers_the_resolver_and_the_gguf_loader_once():
     code = (
         "import retro_vllm.plugin as p; p.register(); p.register();"
         "from vllm.lora.resolver import LoRAResolverRegistry as R;"
-        "print(sorted(R.get_supported_resolvers()))"
+        "from vllm.config.load import LoadConfig;"
+        "from vllm.model_executor.model_loader import get_model_loader;"
+        "print(sorted(R.get_supported_resolvers()), type(get_model_loader(LoadConfig(load_format='retro-gguf'))).__name__)"
     )
-    assert run(code) == "['retro']"
+    # The last line: vLLM logs each loader it registers to stdout.
+    assert run(code).splitlines()[-1] == "['retro'] GGUFModelLoader"
 
 
 def test_entry_points_are_registered_under_retro():
