@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -300,8 +300,3 @@ def _prune(versions: Path, *, keep: int, current: str) -> None:
     for name in names[:-keep]:
         if name != current:
             shutil.rmtree(versions / name, ignore_errors=True)
-
-
-def iter_batches(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
