@@ -96,6 +96,11 @@ class Manifest:
         return {k for k, v in self.documents.items() if source is None or v.source == source}
 
 
+def read_manifest(root: Path, version: IndexVersion) -> Manifest:
+    """The document manifest of `version`: in its folder, or beside CURRENT for a server backend."""
+    return Manifest.read(version.folder / MANIFEST if version.embedded else root / SERVER_MANIFEST)
+
+
 def index_root(config: RetroConfig) -> Path:
     return config.home_dir / "index"
 
@@ -205,13 +210,12 @@ class IndexWriter:
             if reuse:
                 copy_folder(self.base.folder / STORE_DIR, self._staging / STORE_DIR)
                 self.store = cls.open(self._staging / STORE_DIR, **options)
-                self.manifest = Manifest.read(self.base.folder / MANIFEST)
             else:
                 self.store = cls.create(self._staging / STORE_DIR, self.dimension, **options)
         else:
             self.store = connect_server_store(self.config.retrieval, self.dimension)
-            if reuse:
-                self.manifest = Manifest.read(self.root / SERVER_MANIFEST)
+        if reuse:
+            self.manifest = read_manifest(self.root, self.base)
 
     def _release(self, *, discard: bool) -> None:
         if self.store is not None:
@@ -243,10 +247,10 @@ class IndexWriter:
             del self.manifest.documents[doc_id]
         return removed
 
-    def carry_over(self, previous: VectorStore, doc_ids: set[str], embed) -> None:
-        """Copy documents from another version's store (a backend or embedder change):
-        vectors are reused when the embedder is the same, else the chunk texts are embedded again."""
-        old = Manifest.read(self.base.folder / MANIFEST) if self.base and self.base.embedded else Manifest.read(self.root / SERVER_MANIFEST)
+    def carry_over(self, previous: VectorStore, old: Manifest, doc_ids: set[str], embed) -> None:
+        """Copy documents from another version (its store and manifest; a backend or embedder
+        change): vectors are reused when the embedder is the same, else the chunk texts are
+        embedded again."""
         same_embedder = self.base is not None and self.base.embedder == self.embedder_id
         for doc_id in sorted(doc_ids):
             chunks = list(previous.chunks({"doc_id": doc_id}))

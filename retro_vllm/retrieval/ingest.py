@@ -25,6 +25,7 @@ from retro_vllm.retrieval.index import (
     current_version,
     index_root,
     open_store,
+    read_manifest,
 )
 from retro_vllm.retrieval.types import Chunk, Document
 
@@ -186,14 +187,12 @@ def build_index(config: RetroConfig, embedder: Embedder, *, progress: bool = Tru
         if fresh:
             logger.info("index: backend or embedder changed (%s, %s -> %s, %s): building anew",
                         base.backend, base.embedder, config.retrieval.backend, eid)
-            from retro_vllm.retrieval.index import Manifest, MANIFEST, SERVER_MANIFEST
-
-            old = Manifest.read(base.folder / MANIFEST if base.embedded else root / SERVER_MANIFEST)
+            old = read_manifest(root, base)
             kept = old.ids(SOURCE_INGEST)
             if kept:
                 previous = open_store(config, base, embedder.dimension)
                 try:
-                    writer.carry_over(previous, kept, lambda chunks: embed_chunks(embedder, chunks))
+                    writer.carry_over(previous, old, kept, lambda chunks: embed_chunks(embedder, chunks))
                 finally:
                     previous.close()
         documents = [
