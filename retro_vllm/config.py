@@ -42,6 +42,12 @@ class EmbedderSection(_Section):
         description="Torch threads for query embedding in the API server; the engine needs the other cores, "
         "and idle OpenMP threads spinning against it make a 10 ms query take 500 ms.",
     )
+    runtime: Literal["auto", "onnx", "torch"] = Field(
+        "auto",
+        description="How the API server embeds queries: onnx = ONNX Runtime on an export of the embedder checked "
+        "against sentence-transformers' vectors (faster, no sentence-transformers import in the server); torch = "
+        "sentence-transformers; auto = onnx when onnxruntime is installed and the export checks out.",
+    )
 
 
 class ChunkingSection(_Section):

@@ -9,7 +9,7 @@ from typing import Any
 from retro_vllm.adapters.catalog import AdapterCatalog
 from retro_vllm.adapters.registry import AdapterRegistry, seed_registry
 from retro_vllm.config import RetroConfig, load_config
-from retro_vllm.retrieval.embedder import Embedder
+from retro_vllm.retrieval.onnx_embedder import serving_embedder
 from retro_vllm.retrieval.ingest import ensure_index
 from retro_vllm.retrieval.retriever import Retriever
 from retro_vllm.routing.router import DomainRouter
@@ -36,7 +36,7 @@ class RetroState:
         import torch
 
         torch.set_num_threads(config.embedder.serving_threads)
-        embedder = Embedder(config.embedder.path, batch_size=config.embedder.batch_size)
+        embedder = serving_embedder(config)
         # Stock `vllm serve` has no build step of its own: build here if needed.
         version = ensure_index(config, embedder, progress=True)
         embedder.embed_query("warm-up")  # first call pays model load; keep it out of requests
