@@ -1,15 +1,39 @@
 import json
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from retro_vllm.adapters.catalog import AdapterCatalog
 from retro_vllm.adapters.registry import AdapterError, AdapterRegistry, parse_name, seed_registry
 
 
-def peft_folder(path, *, rank=8, targets=("q_proj", "v_proj"), payload=b"weights"):
+# A tiny llama: q/o 32x32, k/v 16x32, gate/up 48x32, down 32x48, two layers.
+TINY = {"hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
+        "intermediate_size": 48, "num_hidden_layers": 2, "model_type": "llama"}
+SHAPES = {"q_proj": (32, 32), "k_proj": (16, 32), "v_proj": (16, 32), "o_proj": (32, 32), "gate_proj": (48, 32),
+          "up_proj": (48, 32), "down_proj": (32, 48)}
+
+
+def lora_tensors(rank, targets, seed=0, layers=2):
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for layer in range(layers):
+        for target in targets:
+            out_dim, in_dim = SHAPES[target]
+            group = "mlp" if target in ("gate_proj", "up_proj", "down_proj") else "self_attn"
+            prefix = f"base_model.model.model.layers.{layer}.{group}.{target}"
+            tensors[f"{prefix}.lora_A.weight"] = torch.randn(rank, in_dim, generator=generator)
+            tensors[f"{prefix}.lora_B.weight"] = torch.randn(out_dim, rank, generator=generator)
+    return tensors
+
+
+def peft_folder(path, *, rank=8, targets=("q_proj", "v_proj"), payload=0, config_extra=None):
+    """A plain peft LoRA folder, as peft writes it (real safetensors)."""
     path.mkdir(parents=True, exist_ok=True)
-    (path / "adapter_config.json").write_text(json.dumps({"r": rank, "lora_alpha": 16, "target_modules": list(targets)}))
-    (path / "adapter_model.safetensors").write_bytes(payload)
+    config = {"peft_type": "LORA", "r": rank, "lora_alpha": 16, "target_modules": list(targets), **(config_extra or {})}
+    (path / "adapter_config.json").write_text(json.dumps(config))
+    save_file(lora_tensors(rank, targets, seed=payload), str(path / "adapter_model.safetensors"))
     return path
 
 
@@ -24,7 +48,7 @@ def register(registry, tmp_path, name="legal", **kwargs):
 
 def test_versions_and_current(registry, tmp_path):
     first = register(registry, tmp_path)
-    second = register(registry, tmp_path, payload=b"better")
+    second = register(registry, tmp_path, payload=1)
     assert (first.served_name, second.served_name) == ("legal@1", "legal@2")
     assert registry.resolve("legal").version == 2
     assert registry.resolve("legal@1").version == 1
