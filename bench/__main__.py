@@ -4,10 +4,10 @@ against its baseline in the same run, with the machine it ran on.
     .venv/bin/python -m bench            # all (about 20 minutes on 2 cores)
     .venv/bin/python -m bench overhead   # some, by name
 
-Benches: overhead (plugin vs stock vLLM, 1k/10k/100k chunks, memory), client_rag (server-side RAG
-vs a LangChain chain on stock vLLM), processor (logits processor throughput), kv_layout (prefix-
-cache-aware prompt layout vs a naive one), store_scale (FAISS exact, FAISS HNSW, Qdrant Edge at 10k/100k
-chunks). Stock vLLM runs from its own environment
+Benches: overhead (plugin vs stock vLLM, 1k/10k/100k chunks, memory, and the logits processor's
+throughput on the same servers), client_rag (server-side RAG vs a LangChain chain on stock vLLM),
+kv_layout (prefix-cache-aware prompt layout vs a naive one), store_scale (FAISS exact, FAISS HNSW,
+Qdrant Edge at 10k/100k chunks). Stock vLLM runs from its own environment
 (.venv-stock, created on first use) because retro-vllm's logits processor loads in every vLLM of
 an environment.
 """
@@ -24,12 +24,11 @@ from bench.common import RESULTS, machine
 BENCHES = {
     "overhead": "bench.overhead",
     "client_rag": "bench.client_rag",
-    "processor": "bench.processor_overhead",
     "kv_layout": "bench.kv_layout",
     "store_scale": "bench.store_scale",
 }
-RESULT_FILES = {"overhead": "overhead", "client_rag": "client_rag", "processor": "processor_overhead",
-                "kv_layout": "kv_layout", "store_scale": "store_scale"}
+RESULT_FILES = {"overhead": "overhead", "client_rag": "client_rag", "kv_layout": "kv_layout",
+                "store_scale": "store_scale"}
 
 
 def load(name: str) -> dict | None:
@@ -63,14 +62,14 @@ def summary_rows() -> list[tuple[str, str, str, str, str]]:
                          f"{base['requests_s']:.2f} (LangChain chain)", f"{ours['requests_s'] / base['requests_s']:.2f}x"))
             rows.append(("client_rag", f"TTFT p50, concurrency {level}", f"{ours['ttft_p50']:.0f} ms",
                          f"{base['ttft_p50']:.0f} ms", f"{base['ttft_p50'] / ours['ttft_p50']:.2f}x (baseline / retro-vllm; > 1 = retro-vllm faster)"))
-    processor = load("processor")
+    processor = (overhead or {}).get("processor")
     if processor:
-        stock = next((v for k, v in processor.items() if k.startswith("stock")), None)
-        for name, row in processor.items():
-            if isinstance(row, dict) and "ratio" in row and not name.startswith("stock"):
-                rows.append(("processor", f"generated tok/s: {name}", f"{row['tokens_per_s']:.1f}",
-                             f"{stock['tokens_per_s']:.1f} (stock vLLM)" if stock else "",
-                             f"{row['ratio']:.3f}x (target >= 0.97x)"))
+        stock = processor["stock"]["tokens_per_s"]
+        for label, key in (("citation constraint", "constraint"), (f"constraint + bias {processor['bias']:g}",
+                                                                   "constraint_bias")):
+            row = processor[key]
+            rows.append(("processor", f"generated tok/s: retro-vllm, {label}", f"{row['tokens_per_s']:.1f}",
+                         f"{stock:.1f} (stock vLLM)", f"{row['ratio']:.3f}x (target >= 0.97x)"))
     kv = load("kv_layout")
     if kv:
         rows.append(("kv_layout", "TTFT p50 of repeated passages", f"{kv['retro']['ttft_p50_repeat_ms']:.0f} ms",

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import RetroServer, chat, demo_config, p, p50, pyplot, sdk, write_result
+from bench.common import RetroServer, chat, demo_config, p, p50, pyplot, running, sdk, write_result
 from bench.stock import StockServer
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -119,8 +119,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="retro-bench-") as tmp:
         config_path = demo_config(Path(tmp) / "home")
         config = load_config(config_path)
-        with RetroServer(config_path) as retro, \
-                StockServer(Path(config.model.path), MODEL, Path(tmp) / "stock.log") as stock:
+        with running(RetroServer(config_path),
+                     StockServer(Path(config.model.path), MODEL, Path(tmp) / "stock.log")) as (retro, stock):
             chain = langchain_chain(config_path, stock.url, args.max_tokens, config.retrieval.top_k)
             client = sdk(retro.url)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -75,6 +76,25 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self._log.close()
+
+
+@contextlib.contextmanager
+def running(*servers: ServerProcess):
+    """Wait for servers that were all launched already (each starts in its constructor), so
+    their start-ups overlap; every one is stopped on exit, also when another failed to start."""
+    with contextlib.ExitStack() as stack:
+        for server in servers:
+            stack.callback(server.__exit__, None, None, None)
+        for server in servers:
+            server.__enter__()
+        yield servers
+
+
+def final_messages(preamble: str, question: str, passages: list[dict]) -> list[dict]:
+    """What retro-vllm sends vLLM: preamble, passages in canonical (id) order, the question."""
+    ordered = sorted(passages, key=lambda p: p["id"])
+    sources = "\n\n".join(f"[{n}] {p['title']}\n{p['text']}" for n, p in enumerate(ordered, 1))
+    return [{"role": "system", "content": f"{preamble}\n\nSources:\n\n{sources}"}, {"role": "user", "content": question}]
 
 
 class RetroServer(ServerProcess):

@@ -6,7 +6,10 @@ identical final prompt, at 1k, 10k and 100k indexed chunks, in one run.
   question; checked by equal prompt token counts). Requests alternate between the two servers.
   The split comes from retro-vllm's `Server-Timing` header; routing is timed on separate
   `model: "retro"` requests.
-- Throughput: generated tokens/s at concurrency 16 (fixed length, `ignore_eos`), at 10k chunks.
+- Throughput: generated tokens/s at concurrency 16 (fixed length, `ignore_eos`), at 10k chunks:
+  retro-vllm as configured (its logits processor keeps citations valid on every request) and
+  with retrieval-aware decoding on (`retro.bias`), each against stock vLLM in paired rounds.
+  This is also the logits-processor bench: the same servers, so no second pair is started.
 - Memory: peak RSS (VmHWM) of each API-server process after the 100k run.
 
 Scale: the demo's 180 real chunks (real embeddings) plus filler chunks with random unit vectors,
@@ -31,8 +34,8 @@ import httpx
 import numpy as np
 from tqdm.auto import tqdm
 
-from bench.common import RetroServer, chat, demo_config, load, p, p50, pyplot, sdk, write_result
-from bench.processor_overhead import final_messages
+from bench.common import (RetroServer, chat, demo_config, final_messages, load, p, p50, pyplot, running, sdk,
+                          write_result)
 from bench.stock import StockServer
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -111,19 +114,36 @@ async def measure(retro_url: str, stock_url: str, config_path: Path, real, quest
                 "same_prompt": sum(r.prompt_tokens == s.prompt_tokens for r, s in zip(rows["retro"], rows["stock"])),
             }
             if scale == args.throughput_scale:
-                body = {"model": MODEL, "temperature": 0, "max_tokens": 32, "ignore_eos": True}
-                retro_bodies = [{**body, "messages": [{"role": "user", "content": q}]} for q in questions]
-                stock_bodies = [{**body, "messages": final_messages(preamble, q, await search(q))} for q in questions]
-                pairs = []
-                for _ in range(2):  # paired rounds: drift on a shared machine hits both
-                    s_wall, s_res = await load(stock, stock_bodies, args.concurrency)
-                    r_wall, r_res = await load(retro, retro_bodies, args.concurrency)
-                    pairs.append((sum(x.completion_tokens for x in r_res) / r_wall,
-                                  sum(x.completion_tokens for x in s_res) / s_wall))
-                results["throughput"] = {"scale": scale, "concurrency": args.concurrency,
-                                         "retro_tok_s": statistics.median(r for r, _ in pairs),
-                                         "stock_tok_s": statistics.median(s for _, s in pairs),
-                                         "ratio": statistics.median(r / s for r, s in pairs)}
+                body = {"model": MODEL, "temperature": 0, "max_tokens": args.max_tokens, "ignore_eos": True}
+                bare = [{**body, "messages": [{"role": "user", "content": q}]} for q in questions]
+                variants = {
+                    "stock": (stock, [{**body, "messages": final_messages(preamble, q, await search(q))}
+                                      for q in questions]),
+                    "retro": (retro, bare),
+                    "retro_bias": (retro, [{**b, "retro": {"bias": args.bias}} for b in bare]),
+                }
+                rates: dict[str, list[float]] = {name: [] for name in variants}
+                prompts: dict[str, list[int]] = {}
+                for _ in range(args.rounds):  # paired rounds: drift on a shared machine hits all
+                    for name, (client, bodies) in variants.items():
+                        wall, done = await load(client, bodies, args.concurrency)
+                        rates[name].append(sum(x.completion_tokens for x in done) / wall)
+                        prompts[name] = [x.prompt_tokens for x in done]
+
+                def against_stock(name: str) -> dict:
+                    return {"tokens_per_s": statistics.median(rates[name]), "rounds": rates[name],
+                            "ratio": statistics.median(r / s for r, s in zip(rates[name], rates["stock"])),
+                            "same_prompt": sum(a == b for a, b in zip(prompts[name], prompts["stock"]))}
+
+                results["throughput"] = {"scale": scale, "concurrency": args.concurrency, "questions": len(questions),
+                                         "max_tokens": args.max_tokens, "rounds": args.rounds,
+                                         "retro_tok_s": statistics.median(rates["retro"]),
+                                         "stock_tok_s": statistics.median(rates["stock"]),
+                                         "ratio": against_stock("retro")["ratio"]}
+                results["processor"] = {"stock": {"tokens_per_s": statistics.median(rates["stock"]),
+                                                  "rounds": rates["stock"]},
+                                        "constraint": against_stock("retro"), "bias": args.bias,
+                                        "constraint_bias": against_stock("retro_bias")}
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -139,6 +159,9 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=12)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--throughput-scale", type=int, default=10000)
+    parser.add_argument("--max-tokens", type=int, default=32, help="Tokens per request in the throughput rounds.")
+    parser.add_argument("--rounds", type=int, default=2, help="Paired throughput rounds (median).")
+    parser.add_argument("--bias", type=float, default=1.0, help="retro.bias of the retrieval-aware decoding rows.")
     args = parser.parse_args()
     from retro_vllm.config import DEMO_CONFIG, load_config
 
@@ -154,8 +177,8 @@ def main() -> None:
         config_path = demo_config(Path(tmp) / "home", retrieval={"cache": {"results": 0, "embeddings": 0}})
         model_path = Path(load_config(config_path).model.path)
         real = real_chunks(config_path)
-        with RetroServer(config_path, ENGINE) as retro, \
-                StockServer(model_path, MODEL, Path(tmp) / "stock.log", extra=ENGINE) as stock:
+        with running(RetroServer(config_path, ENGINE),
+                     StockServer(model_path, MODEL, Path(tmp) / "stock.log", extra=ENGINE)) as (retro, stock):
             asyncio.run(measure(retro.url, stock.url, config_path, real, questions, preamble, args, results))
             results["memory_mb"] = {"retro": peak_rss_mb(retro.process.pid),
                                     "stock": peak_rss_mb(stock.process.pid), "scale": max(args.scales)}
@@ -180,11 +203,27 @@ def table(results: dict) -> str:
         lines.append(f"Throughput at {t['scale']:,} chunks, concurrency {t['concurrency']}: retro-vllm "
                      f"{t['retro_tok_s']:.1f} vs stock {t['stock_tok_s']:.1f} generated tok/s = **{t['ratio']:.3f}x** "
                      "(target >= 0.95x).")
+        lines.append("")
+        lines.append(processor_table(results["processor"], t))
+        lines.append("")
     m = results["memory_mb"]
     lines.append(f"Peak RSS of the API-server process at {m['scale']:,} chunks: retro-vllm {m['retro']:.0f} MB, "
                  f"stock {m['stock']:.0f} MB, **+{m['retro'] - m['stock']:.0f} MB** (target <= +300 MB).")
     lines.append("Targets: added TTFT p50 <= 10 ms at 10k chunks. Prefix caching off on both servers; citation "
                  "work happens after the answer (not in TTFT); its time is in the `retro-cite` Server-Timing part.")
+    return "\n".join(lines)
+
+
+def processor_table(proc: dict, t: dict) -> str:
+    lines = ["| server | generated tok/s (median of rounds) | ratio to stock (median of paired rounds) "
+             "| prompt tokens, same as stock |", "|---|---|---|---|",
+             f"| stock vLLM (no retro-vllm installed) | {proc['stock']['tokens_per_s']:.1f} | 1.000x | |"]
+    for label, key in (("retro-vllm, citation constraint", "constraint"),
+                       (f"retro-vllm, constraint + bias {proc['bias']:g}", "constraint_bias")):
+        row = proc[key]
+        lines.append(f"| {label} | {row['tokens_per_s']:.1f} | {row['ratio']:.3f}x | {row['same_prompt']}/{t['questions']} |")
+    lines.append(f"\nLogits processor: {t['questions']} questions x {t['rounds']} rounds, concurrency {t['concurrency']}, "
+                 f"{t['max_tokens']} tokens each (ignore_eos), greedy. Target: >= 0.97x.")
     return "\n".join(lines)
 
 
