@@ -7,7 +7,8 @@ against its baseline in the same run, with the machine it ran on.
 Benches: overhead (plugin vs stock vLLM, 1k/10k/100k chunks, memory, and the logits processor's
 throughput on the same servers), client_rag (server-side RAG vs a LangChain chain on stock vLLM),
 kv_layout (prefix-cache-aware prompt layout vs a naive one), store_scale (FAISS exact, FAISS HNSW,
-Qdrant Edge at 10k/100k chunks). Stock vLLM runs from its own environment
+Qdrant Edge at 10k/100k chunks), multi_lora (LoRA slots: 1/4/8/32 distinct adapters in one batch,
+and the cost of --max-lora-rank 256 that IA3-as-LoRA needs). Stock vLLM runs from its own environment
 (.venv-stock, created on first use) because retro-vllm's logits processor loads in every vLLM of
 an environment.
 """
@@ -26,9 +27,10 @@ BENCHES = {
     "client_rag": "bench.client_rag",
     "kv_layout": "bench.kv_layout",
     "store_scale": "bench.store_scale",
+    "multi_lora": "bench.multi_lora",
 }
 RESULT_FILES = {"overhead": "overhead", "client_rag": "client_rag", "kv_layout": "kv_layout",
-                "store_scale": "store_scale"}
+                "store_scale": "store_scale", "multi_lora": "multi_lora"}
 
 
 def load(name: str) -> dict | None:
@@ -89,6 +91,11 @@ def summary_rows() -> list[tuple[str, str, str, str, str]]:
                              f"{exact['p50_ms']:.2f} ms / {exact['build_per_s']:,.0f} per s (FAISS exact)",
                              f"{row['search_p50_ratio']:.2f}x faster, build {row['build_ratio']:.2f}x, "
                              f"recall@10 {row['recall@10']:.3f}"))
+    multi_lora = load("multi_lora")
+    if multi_lora:
+        from bench.multi_lora import summary_rows as multi_lora_rows
+
+        rows += multi_lora_rows(multi_lora)
     return rows
 
 

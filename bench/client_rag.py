@@ -6,7 +6,7 @@ without retro-vllm. Same model, same questions, same answer length (`ignore_eos`
 retro-vllm gets the bare question through the OpenAI SDK. Concurrency levels use disjoint
 question sets, so no level is served from an earlier level's cache.
 
-    python -m bench.client_rag [--levels 1 4 16] [--max-tokens 64]
+    python -m bench.client_rag [--levels 1 4 16] [--max-tokens 48]
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--per-level", type=int, nargs="+", default=[6, 12, 24], help="Questions at each level.")
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=48, help="Generated tokens per answer (ignore_eos).")
     args = parser.parse_args()
     from retro_vllm.config import DEMO_CONFIG, load_config
 
