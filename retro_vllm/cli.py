@@ -201,39 +201,77 @@ def index(
 
 
 @app.command(
-    help="Fine-tune a LoRA adapter for a domain on retrieval-augmented examples laid out like serving prompts "
-    "(preamble, numbered passages, question -> answer ending in its [n] citation), then register it as the "
-    "domain adapter's next version. Examples come from the domain's QA JSONL (`qa:` in the config or --qa), "
-    "else are derived from its corpus. CPU, seeded, with a progress bar.",
+    help="Fine-tune an adapter for a domain on retrieval-augmented examples laid out like serving prompts "
+    "(preamble, numbered passages, question -> answer ending in its [n] citation), validate it against the "
+    "base model on the held-out questions, and register it as the domain adapter's next version. Examples "
+    "come from the domain's QA JSONL (`qa:` in the config or --qa), else are derived from its corpus. "
+    "--type picks the method: lora (default), adalora (registered as the plain LoRA it folds into), ia3 "
+    "(k_proj/v_proj only: elsewhere vLLM cannot carry it), prompt (prompt tuning, served as prompt embeddings), "
+    "prefix (trains, but cannot be registered: vLLM has no faithful path for per-layer K/V prefixes; use "
+    "--no-register --output DIR). Registration needs the adapter to beat the base model: lower held-out loss "
+    "and answer F1 + valid-citation share not lower; --force registers it anyway, with its figures. CPU, "
+    "seeded (same seed and data, same weights), resumable with --checkpoint-dir/--resume, with a progress bar.",
 )
 def train(
     domain: str = typer.Option(..., "--domain", "-d", help="Configured domain to train for."),
     config_path: Optional[Path] = CONFIG_OPTION,
+    method: str = typer.Option("lora", "--type", help="lora | adalora | ia3 | prompt | prefix."),
     qa: Optional[Path] = typer.Option(None, help="QA JSONL {question, answer, doc_id}; default: the domain's `qa`."),
     epochs: int = typer.Option(5, help="Passes over the examples."),
     rank: int = typer.Option(16, help="LoRA rank (the server's --max-lora-rank must be at least this)."),
-    alpha: int = typer.Option(32, help="LoRA alpha."),
-    learning_rate: float = typer.Option(1e-3, help="AdamW learning rate."),
+    alpha: int = typer.Option(32, help="LoRA and AdaLoRA alpha."),
+    init_r: int = typer.Option(12, help="AdaLoRA: rank of each matrix before pruning."),
+    target_r: int = typer.Option(8, help="AdaLoRA: average rank after pruning."),
+    ia3_targets: str = typer.Option("k_proj,v_proj", help="IA3: comma-separated modules to scale (k_proj, v_proj)."),
+    virtual_tokens: int = typer.Option(16, help="Prompt and prefix tuning: virtual tokens."),
+    learning_rate: Optional[float] = typer.Option(
+        None, help="AdamW learning rate; default per type: lora/adalora 1e-3, ia3 1e-2, prompt 3e-2, prefix 1e-2."),
     batch_size: int = typer.Option(4, help="Examples per step."),
-    holdout: float = typer.Option(0.2, help="Share of QA records kept out of training for evaluation."),
+    holdout: float = typer.Option(0.2, help="Share of QA records kept out of training for validation."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps (quick runs)."),
     seed: int = typer.Option(0, help="Seed for the split, the distractors and the initialisation."),
-    register: bool = typer.Option(True, help="Register the result in the adapter registry."),
+    checkpoint_dir: Optional[Path] = typer.Option(None, help="Save resumable checkpoints in this folder."),
+    checkpoint_every: int = typer.Option(50, min=1, help="Steps between checkpoints (and one at the end)."),
+    resume: bool = typer.Option(False, help="Continue from the newest checkpoint in --checkpoint-dir."),
+    register: bool = typer.Option(True, help="Validate, then register the result in the adapter registry."),
+    validate: bool = typer.Option(False, "--validate", help="Validate even with --no-register (figures only)."),
+    validate_max: int = typer.Option(24, min=1, help="At most this many held-out questions in validation."),
+    validate_tokens: int = typer.Option(64, min=1, help="max_new_tokens of each validation answer."),
+    force: bool = typer.Option(False, help="Register even when the adapter is not better than the base model."),
     output: Optional[Path] = typer.Option(None, help="Also keep the peft adapter folder here."),
 ) -> None:
     import random
     import shutil
     import tempfile
 
+    from pydantic import ValidationError
+
     from retro_vllm.adapters.examples import gather_candidates, qa_from_corpus, read_qa
-    from retro_vllm.adapters.registry import AdapterRegistry
-    from retro_vllm.adapters.train_lora import LoraTrainingConfig, data_hash, train_lora
+    from retro_vllm.adapters.methods import DEFAULT_LEARNING_RATE, METHODS, MethodError, TrainingConfig
+    from retro_vllm.adapters.registry import AdapterError, AdapterRegistry
+    from retro_vllm.adapters.train_lora import CheckpointError, data_hash, train_adapter
+    from retro_vllm.adapters.validate import gate
     from retro_vllm.retrieval.retriever import Retriever
 
+    if method not in METHODS:
+        _fail(f"--type {method!r}: choose from {', '.join(METHODS)}")
+    if resume and checkpoint_dir is None:
+        _fail("--resume needs --checkpoint-dir")
+    if method == "prefix" and register:
+        _fail("prefix tuning trains but cannot be registered: vLLM has no faithful serving path for its "
+              "per-layer K/V prefixes; train it with --no-register --output DIR")
     config = _load(config_path)
     section = config.domain(domain)
     if section is None:
         _fail(f"unknown domain {domain!r}; configured: {', '.join(config.domain_names)}")
+    try:
+        settings = TrainingConfig(
+            method=method, rank=rank, alpha=alpha, init_r=init_r, target_r=target_r,
+            ia3_targets=[t.strip() for t in ia3_targets.split(",") if t.strip()], virtual_tokens=virtual_tokens,
+            epochs=epochs, learning_rate=DEFAULT_LEARNING_RATE[method] if learning_rate is None else learning_rate,
+            batch_size=batch_size, seed=seed, max_steps=max_steps, top_k=config.retrieval.top_k)
+    except ValidationError as exc:
+        _fail("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()))
     model_path = _prepare_model(config)
     embedder, version = _prepare_index(config)
     retriever = Retriever(config, embedder, version)
@@ -246,26 +284,129 @@ def train(
     candidates = gather_candidates(retriever, domain, records, pool=8)
     if not candidates:
         _fail(f"no training examples for {domain!r} (QA doc_ids must name documents of the domain)")
-    settings = LoraTrainingConfig(rank=rank, alpha=alpha, epochs=epochs, learning_rate=learning_rate,
-                                  batch_size=batch_size, seed=seed, max_steps=max_steps,
-                                  top_k=config.retrieval.top_k)
     preamble = (section.preamble or config.serving.preamble)
     with tempfile.TemporaryDirectory(prefix="retro-train-") as tmp:
-        result = train_lora(model_path, candidates, preamble=preamble, settings=settings, output_dir=Path(tmp))
-        typer.echo(f"trained on {result.examples} examples, {result.steps} steps in {result.seconds:.0f}s; "
+        try:
+            result = train_adapter(model_path, candidates, preamble=preamble, settings=settings, output_dir=Path(tmp),
+                                   checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume)
+        except (MethodError, CheckpointError) as exc:
+            _fail(str(exc))
+        if result.resumed_from:
+            typer.echo(f"resumed from the checkpoint at step {result.resumed_from}")
+        typer.echo(f"trained {method} on {result.examples} examples, {result.steps} steps in {result.seconds:.0f}s; "
                    f"loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}")
         if output:
             shutil.copytree(tmp, output, dirs_exist_ok=True)
-        if register:
+        if not (register or validate):
+            return
+        validation = _validate_adapter(config, model_path, Path(tmp), retriever, domain, held,
+                                       preamble=preamble, limit=validate_max, max_new_tokens=validate_tokens)
+        if validation is not None:
+            typer.echo(f"validation: {validation.summary()}; "
+                       f"{'better than' if validation.better else 'not better than'} the base model")
+        if not register:
+            return
+        record, refusal = gate(validation, force=force)
+        if refusal:
+            _fail(f"not registered: {refusal}")
+        try:
             manifest = AdapterRegistry(config.registry_dir).register(
-                Path(tmp), name=section.adapter_name, domain=domain, base_model=config.model.name,
-                data_hash=data_hash(candidates),
-                training={**settings.model_dump(), "examples": result.examples, "steps": result.steps,
-                          "seconds": round(result.seconds, 1), "first_loss": result.losses[0],
-                          "last_loss": result.losses[-1], "qa": str(qa_path) if qa_path else "derived from corpus",
+                Path(tmp), base_model_path=model_path, name=section.adapter_name, domain=domain,
+                base_model=config.model.name, type=method,
+                data_hash=data_hash(candidates), validation=record,
+                training={**settings.record(), "examples": result.examples, "steps": result.steps,
+                          "seconds": round(result.seconds, 1), "resumed_from": result.resumed_from,
+                          "first_loss": result.losses[0], "last_loss": result.losses[-1],
+                          "qa": str(qa_path) if qa_path else "derived from corpus",
                           "heldout_doc_ids": [r.doc_id for r in held]},
             )
-            typer.echo(f"registered {manifest.served_name} in {config.registry_dir}")
+        except AdapterError as exc:
+            _fail(f"not registered: {exc}")
+        typer.echo(f"registered {manifest.served_name} in {config.registry_dir}; validation: {_verdict(record)}")
+
+
+def _validate_adapter(config, model_path: Path, adapter_dir: Path, retriever, domain: str, held, *, preamble: str,
+                      limit: int, max_new_tokens: int):
+    """The validation gate's figures on up to `limit` held-out questions; None without any."""
+    from retro_vllm.adapters.examples import gather_candidates
+    from retro_vllm.adapters.validate import validate
+
+    questions = gather_candidates(retriever, domain, held, pool=8)[:limit]
+    if not questions:
+        return None
+    return validate(model_path, adapter_dir, questions, preamble=preamble, top_k=config.retrieval.top_k,
+                    max_new_tokens=max_new_tokens)
+
+
+adapters_app = typer.Typer(help="The adapter registry: what is registered, with its training and validation record.",
+                           rich_markup_mode=None, no_args_is_help=True)
+app.add_typer(adapters_app, name="adapters")
+
+
+@adapters_app.command("list", help="Every registered adapter: current version, type, domain, rank, validation verdict.")
+def adapters_list(config_path: Optional[Path] = CONFIG_OPTION) -> None:
+    from retro_vllm.adapters.registry import AdapterRegistry
+
+    config = _load(config_path)
+    registry = AdapterRegistry(config.registry_dir)
+    manifests = registry.all_current()
+    if not manifests:
+        typer.echo(f"no adapters registered in {config.registry_dir} (`retro-vllm serve` imports the shipped ones)")
+        return
+    typer.echo("| adapter | versions | type | domain | rank | validation | created |")
+    typer.echo("|---|---|---|---|---|---|---|")
+    for m in manifests:
+        typer.echo(f"| {m.served_name} | {len(registry.versions(m.name))} | {m.type} | {m.domain or '-'} | {m.rank} "
+                   f"| {_verdict(m.validation)} | {m.created or '-'} |")
+
+
+@adapters_app.command(
+    "show",
+    help="One adapter's manifest (NAME = its current version, NAME@VERSION = that one), with the validation "
+    "figures of the adapter and the base model side by side.",
+)
+def adapters_show(
+    name: str = typer.Argument(..., help="NAME or NAME@VERSION."),
+    config_path: Optional[Path] = CONFIG_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print manifest.json as stored."),
+) -> None:
+    from retro_vllm.adapters.registry import AdapterError, AdapterRegistry
+
+    config = _load(config_path)
+    try:
+        manifest = AdapterRegistry(config.registry_dir).resolve(name)
+    except AdapterError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(manifest.model_dump_json(indent=2))
+        return
+    for key in ("name", "version", "type", "domain", "base_model", "rank", "alpha", "targets", "data_hash", "created"):
+        value = getattr(manifest, key)
+        typer.echo(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
+    typer.echo(f"files: {', '.join(sorted(manifest.files))}")
+    validation = manifest.validation
+    typer.echo(f"validation: {_verdict(validation)}")
+    if validation.get("adapter") and validation.get("base"):
+        typer.echo(f"  held-out questions: {validation.get('n')}, max_new_tokens {validation.get('max_new_tokens')}")
+        typer.echo(f"  {'':16} {'adapter':>9} {'base':>9}")
+        for figure in ("loss", "f1", "valid_citations"):
+            typer.echo(f"  {figure:16} {validation['adapter'][figure]:>9.4f} {validation['base'][figure]:>9.4f}")
+        if validation.get("rule"):
+            typer.echo(f"  rule: {validation['rule']}")
+    training = manifest.training
+    if training:
+        shown = {k: v for k, v in training.items() if k != "heldout_doc_ids"}
+        typer.echo("training: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+        if "heldout_doc_ids" in training:
+            typer.echo(f"  held out: {len(training['heldout_doc_ids'])} documents")
+
+
+def _verdict(validation: dict) -> str:
+    if not validation or "better" not in validation:
+        return "not validated"
+    if validation.get("forced"):
+        return "forced (not better than the base model)" if validation["better"] is False else "forced (unvalidated)"
+    return "better than the base model" if validation["better"] else "not better than the base model"
 
 
 eval_app = typer.Typer(help="Measure a running server or the retrieval stack; each prints a markdown table.",
