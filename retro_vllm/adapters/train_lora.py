@@ -75,9 +75,12 @@ def epoch_batches(tokenizer, candidates: list[Candidates], *, preamble: str, set
     return [encoded[i:i + settings.batch_size] for i in range(0, len(encoded), settings.batch_size)]
 
 
+def steps_per_epoch(examples: int, settings: TrainingConfig) -> int:
+    return (examples + settings.batch_size - 1) // settings.batch_size
+
+
 def total_steps(examples: int, settings: TrainingConfig) -> int:
-    per_epoch = (examples + settings.batch_size - 1) // settings.batch_size
-    return min(per_epoch * settings.epochs, settings.max_steps or 10**9)
+    return min(steps_per_epoch(examples, settings) * settings.epochs, settings.max_steps or 10**9)
 
 
 def _fingerprint(settings: TrainingConfig, candidates: list[Candidates], total: int) -> dict[str, Any]:
@@ -132,7 +135,7 @@ def train_adapter(model_path: Path, candidates: list[Candidates], *, preamble: s
         result.losses = list(state["losses"])
         result.steps = result.resumed_from = int(state["step"])
 
-    per_epoch = (len(candidates) + settings.batch_size - 1) // settings.batch_size
+    per_epoch = steps_per_epoch(len(candidates), settings)
     batches, batches_epoch = [], -1
     start = time.perf_counter()
     with tqdm(total=total, initial=result.steps, desc=f"Training {settings.method}", unit="step",
