@@ -199,6 +199,12 @@ class AdaptersSection(_Section):
     registry: Path | None = Field(None, description="Registry folder; empty = <home>/adapters.")
     enabled: bool = Field(True, description="Serve domain adapters through vLLM's LoRA slots.")
     max_lora_rank: int = Field(16, description="Passed to vLLM as --max-lora-rank unless given on the command line.")
+    prompt_embeds: bool = Field(
+        False,
+        description="Serve prompt-tuning adapters (adds --enable-prompt-embeds). Off by default: the flag lets vLLM "
+        "take raw embedding tensors from clients (retro's own routes then refuse them) and moves the embedding "
+        "layer out of CUDA graphs for every request on GPUs. See docs/prefix-tuning.md.",
+    )
 
 
 class ServingSection(_Section):

@@ -15,7 +15,8 @@ def given_flags(args: list[str]) -> set[str]:
 
 def engine_flags(config: RetroConfig, args: list[str]) -> list[str]:
     """Flags to append unless `args` already sets them: one LoRA slot per domain for the domain
-    adapters, and prompt token details (prefix-cache hits behind retro's metrics)."""
+    adapters, prompt token details (prefix-cache hits behind retro's metrics), and prompt
+    embeddings when prompt-tuning adapters are on."""
     given = given_flags(args)
     out: list[str] = []
     if config.adapters.enabled and config.domains and "--enable-lora" not in given:
@@ -26,6 +27,8 @@ def engine_flags(config: RetroConfig, args: list[str]) -> list[str]:
                 out += [flag, str(value)]
     if "--enable-prompt-tokens-details" not in given:
         out.append("--enable-prompt-tokens-details")
+    if config.adapters.enabled and config.adapters.prompt_embeds and "--enable-prompt-embeds" not in given:
+        out.append("--enable-prompt-embeds")  # prompt-tuning adapters go in as prompt embeddings
     return out
 
 

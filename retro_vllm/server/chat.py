@@ -6,6 +6,7 @@ handler -> citations.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import Request
@@ -15,6 +16,7 @@ from retro_vllm.decoding.prompt import assemble_messages, last_user_text
 from retro_vllm.retrieval.types import Passage
 from retro_vllm.server.context import fit_to_context
 from retro_vllm.server.errors import RetroHTTPError, error_response
+from retro_vllm.server.prompt_adapters import active, refuse_client_embeds
 from retro_vllm.server.respond import respond, validate_for_vllm
 from retro_vllm.server.request import (
     read_generation_request,
@@ -37,26 +39,31 @@ async def create_chat_completion(raw_request: Request) -> Any:
         dropped: list[Passage] = []
         timings = Timings()
         route, passages = await route_and_retrieve(state, body, last_user_text(messages), controls, choice, timings)
+        soft = await asyncio.to_thread(state.soft_prompt, route)
+        refuse_client_embeds(state, body, soft)
+        virtual = soft.num_virtual_tokens if soft is not None else 0
         if controls.retrieval:
             preamble = state.preamble(route.domain)
             with timings.measure("prompt"):
                 body["messages"], passages, dropped = await fit_to_context(
                     state, body, passages, lambda kept: assemble_messages(messages, preamble, kept),
-                    state.count_chat_tokens,
+                    lambda rendered: state.count_chat_tokens(rendered) + virtual,
                 )
                 attach(body, decoding_args(state, body, controls, route.domain, [passages]))
         request = validate_for_vllm(compat.ChatCompletionRequest, body)
     except RetroHTTPError as exc:
         return exc.to_response()
     return await _generate(request, raw_request, retro_summary(route, controls, passages, dropped=dropped), passages,
-                           timings)
+                           timings, soft)
 
 
 @compat.with_cancellation
 async def _generate(request, raw_request: Request, summary: dict[str, Any], passages: list[Passage],
-                    timings: Timings) -> Any:
+                    timings: Timings, soft=None) -> Any:
     handler = compat.chat_handler(raw_request.app.state)
     if handler is None:
         return error_response(501, "the served model does not support chat completions", code="not_supported")
-    result = await handler.create_chat_completion(request, raw_request)
-    return respond(result, raw_request, summary, lambda _index: passages, chat=True, timings=timings)
+    with active(soft):  # a prompt adapter's soft prompt goes in front of what vLLM renders
+        result = await handler.create_chat_completion(request, raw_request)
+    return respond(result, raw_request, summary, lambda _index: passages, chat=True, timings=timings,
+                   model=summary["adapter"] if soft is not None else None)

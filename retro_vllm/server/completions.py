@@ -7,6 +7,7 @@ preamble + numbered passages + the client's text. Token-id prompts pass through 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import Request
@@ -16,6 +17,7 @@ from retro_vllm.decoding.prompt import system_text
 from retro_vllm.retrieval.types import Passage
 from retro_vllm.server.context import fit_to_context
 from retro_vllm.server.errors import RetroHTTPError, error_response
+from retro_vllm.server.prompt_adapters import active, refuse_client_embeds
 from retro_vllm.server.respond import respond, validate_for_vllm
 from retro_vllm.server.request import (
     ModelChoice,
@@ -53,6 +55,10 @@ async def create_completion(raw_request: Request) -> Any:
         all_dropped: list[Passage] = []
         route = Route(controls.domain, "domain" if controls.domain else "none",
                       retrieval="ok" if controls.retrieval else "disabled")
+        if choice.adapter is not None:  # named in `model`: it answers whether or not retrieval runs
+            route = Route(controls.domain or choice.adapter.domain, "model", adapter=choice.adapter.served_name,
+                          retrieval=route.retrieval, manifest=choice.adapter)
+        soft = await asyncio.to_thread(state.soft_prompt, route)
         timings = Timings()
         if controls.retrieval:
             rendered = []
@@ -65,17 +71,20 @@ async def create_completion(raw_request: Request) -> Any:
                 )
                 if n == 0:
                     route = prompt_route
+                    soft = await asyncio.to_thread(state.soft_prompt, route)
+                virtual = soft.num_virtual_tokens if soft is not None else 0
                 preamble = state.preamble(route.domain)
                 with timings.measure("prompt"):
                     text, passages, dropped = await fit_to_context(
                         state, body, passages, lambda kept, p=prompt: completion_prompt(preamble, kept, p),
-                        state.count_text_tokens,
+                        lambda text: state.count_text_tokens(text) + virtual,
                     )
                 rendered.append(text)
                 per_prompt.append(passages)
                 all_dropped += dropped
             body["prompt"] = rendered[0] if isinstance(body["prompt"], str) else rendered
             attach(body, decoding_args(state, body, controls, route.domain, per_prompt))
+        refuse_client_embeds(state, body, soft)
         request = validate_for_vllm(compat.CompletionRequest, body)
     except RetroHTTPError as exc:
         return exc.to_response()
@@ -89,14 +98,16 @@ async def create_completion(raw_request: Request) -> Any:
         # vLLM numbers choices prompt-major: prompt i's j-th sample is choice i * n + j.
         return per_prompt[index // n] if per_prompt and index // n < len(per_prompt) else []
 
-    return await _generate(request, raw_request, summary, passages_for_choice, timings)
+    return await _generate(request, raw_request, summary, passages_for_choice, timings, soft)
 
 
 @compat.with_cancellation
 async def _generate(request, raw_request: Request, summary: dict[str, Any], passages_for_choice,
-                    timings: Timings) -> Any:
+                    timings: Timings, soft=None) -> Any:
     handler = compat.completion_handler(raw_request.app.state)
     if handler is None:
         return error_response(501, "the served model does not support completions", code="not_supported")
-    result = await handler.create_completion(request, raw_request)
-    return respond(result, raw_request, summary, passages_for_choice, chat=False, timings=timings)
+    with active(soft):  # a prompt adapter's soft prompt goes in front of every prompt vLLM renders
+        result = await handler.create_completion(request, raw_request)
+    return respond(result, raw_request, summary, passages_for_choice, chat=False, timings=timings,
+                   model=summary["adapter"] if soft is not None else None)

@@ -41,13 +41,22 @@ class RetroEndpointPlugin:
             logger.warning("retro: no engine in this server (render-only)")
         from retro_vllm import compat
 
-        max_model_len = engine_client.model_config.max_model_len if engine_client is not None else None
+        model_config = engine_client.model_config if engine_client is not None else None
+        max_model_len = model_config.max_model_len if model_config is not None else None
+        prompt_embeds = None
+        if model_config is not None and getattr(model_config, "enable_prompt_embeds", False):
+            prompt_embeds = (model_config.get_hidden_size(), model_config.dtype)
         state.retro = RetroState.from_config(
             model_path=getattr(args, "tokenizer", None) or args.model,
             max_model_len=max_model_len,
             served_name=compat.base_model_name(state),
             max_lora_rank=args.max_lora_rank if getattr(args, "enable_lora", False) else None,
+            prompt_embeds=prompt_embeds,
         )
+        if state.retro.prompt_adapters is not None:
+            from retro_vllm.server import prompt_adapters
+
+            prompt_adapters.install(state)
         if state.retro.catalog is not None:
             from retro_vllm.adapters.resolver import register_resolver
 

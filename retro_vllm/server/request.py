@@ -7,7 +7,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fastapi import Request
@@ -20,6 +20,7 @@ from retro_vllm.decoding.prompt import order_passages
 from retro_vllm.retrieval.types import Passage
 from retro_vllm.server.controls import RetroControls, parse_controls
 from retro_vllm.server.errors import RetroHTTPError
+from retro_vllm.server.prompt_adapters import is_prompt_adapter
 from retro_vllm.server.state import RetroState
 from retro_vllm.server.timing import Timings
 
@@ -123,7 +124,14 @@ def resolve_model(body: dict[str, Any], app_state) -> ModelChoice:
             if exc.kind == "rejected":
                 raise RetroHTTPError(400, str(exc), code="adapter_rejected", param="model") from None
         else:
-            body["model"] = manifest.served_name
+            if is_prompt_adapter(manifest) and app_state.retro.prompt_adapters is None:
+                raise RetroHTTPError(
+                    400, f"{manifest.served_name} is a prompt-tuning adapter; this server serves those only with "
+                    "--enable-prompt-embeds (config: adapters.prompt_embeds: true)",
+                    code="adapter_not_servable", param="model",
+                )
+            # vLLM gets the base model for a prompt adapter: its soft prompt goes in as embeddings.
+            body["model"] = base if is_prompt_adapter(manifest) else manifest.served_name
             return ModelChoice(adapter=manifest)
     raise RetroHTTPError(
         404, f"the model {name!r} does not exist; GET /v1/models lists what this server serves",
@@ -138,6 +146,7 @@ class Route:
     score: float | None = None
     adapter: str | None = None
     retrieval: str = "ok"  # "ok" | "disabled" | "degraded", as in the contract
+    manifest: AdapterManifest | None = field(default=None, compare=False, repr=False)
 
 
 # Test-only store faults (RETRO_VLLM_TEST_FAULTS=1), sent as vllm_xargs {"retro_fault": ...}:
@@ -157,7 +166,8 @@ async def route_and_retrieve(
     fault = _take_store_fault(body)
     vector = None
     if choice.adapter is not None:
-        route = Route(controls.domain or choice.adapter.domain, "model", adapter=choice.adapter.served_name)
+        route = Route(controls.domain or choice.adapter.domain, "model", adapter=choice.adapter.served_name,
+                      manifest=choice.adapter)
     elif controls.domain is not None:
         route = Route(controls.domain, "domain")
         if choice.use_router:  # `retro` + a domain: that domain's adapter; the base model's name: none
@@ -228,8 +238,15 @@ def _with_domain_adapter(state: RetroState, body: dict[str, Any], route: Route) 
     manifest = state.catalog.for_domain(section.adapter_name)
     if manifest is None:
         return route
-    body["model"] = manifest.served_name
-    return Route(route.domain, route.route, route.score, manifest.served_name)
+    if is_prompt_adapter(manifest):
+        if state.prompt_adapters is None:
+            logger.warning("retro: not serving prompt-tuning adapter %s: the engine runs without "
+                           "--enable-prompt-embeds (adapters.prompt_embeds)", manifest.served_name)
+            return route
+        # vLLM keeps the base model's name: the soft prompt goes in as embeddings, not a LoRA.
+    else:
+        body["model"] = manifest.served_name
+    return Route(route.domain, route.route, route.score, manifest.served_name, manifest=manifest)
 
 
 def retro_summary(

@@ -37,7 +37,9 @@ def respond(
     *,
     chat: bool,
     timings: Timings | None = None,
+    model: str | None = None,
 ) -> Any:
+    """`model`: the name to report when vLLM's differs (a prompt adapter runs on the base model)."""
     timings = timings or Timings()
     headers = retro_headers(summary)
     if isinstance(result, compat.ErrorResponse):
@@ -47,9 +49,11 @@ def respond(
         with timings.measure("cite"):
             _annotate(payload, passages_for_choice, chat)
         payload["retro"] = summary
+        if model is not None:
+            payload["model"] = model
         record(summary, payload.get("usage"))
         return JSONResponse(payload, headers={**headers, **timings.header()})
-    stream = annotate_stream(result, summary, passages_for_choice, chat=chat)
+    stream = annotate_stream(result, summary, passages_for_choice, chat=chat, model=model)
     return StreamingResponse(
         compat.with_sse_keep_alive(stream, compat.keep_alive_interval(raw_request.app.state)),
         media_type="text/event-stream",

@@ -26,12 +26,23 @@ class RetroState:
     catalog: AdapterCatalog | None = None  # None: LoRA is off on this server
     tokenizer: Any = None  # the served model's, for fitting passages into the context
     max_model_len: int | None = None
+    prompt_adapters: Any = None  # PromptAdapters; None: the engine takes no prompt embeddings
+
+    def soft_prompt(self, route):
+        """The soft prompt of the route's prompt-tuning adapter, or None (LoRA, or no adapter)."""
+        from retro_vllm.server.prompt_adapters import is_prompt_adapter
+
+        if self.prompt_adapters is None or not is_prompt_adapter(route.manifest):
+            return None
+        return self.prompt_adapters.soft_prompt(route.manifest)
 
     @classmethod
     def from_config(cls, config: RetroConfig | None = None, *, model_path: str | None = None,
                     max_model_len: int | None = None, served_name: str | None = None,
-                    max_lora_rank: int | None = None) -> "RetroState":
-        """`max_lora_rank` None means the server runs without LoRA: no adapters are served."""
+                    max_lora_rank: int | None = None, prompt_embeds: tuple[int, Any] | None = None) -> "RetroState":
+        """`max_lora_rank` None means the server runs without LoRA: no adapters are served.
+        `prompt_embeds`: (hidden size, dtype) of an engine that takes prompt embeddings, which
+        serves prompt-tuning adapters from the same registry."""
         config = config or load_config()
         import torch
 
@@ -56,8 +67,14 @@ class RetroState:
             registry = AdapterRegistry(config.registry_dir)
             seed_registry(registry, config.adapter_seeds(), base_model=config.model.name)
             catalog = AdapterCatalog(registry, base_model=served_name or config.model.name, max_rank=max_lora_rank)
+        prompt_adapters = None
+        if catalog is not None and prompt_embeds is not None:
+            from retro_vllm.server.prompt_adapters import PromptAdapters
+
+            hidden_size, dtype = prompt_embeds
+            prompt_adapters = PromptAdapters(catalog.registry, hidden_size=hidden_size, dtype=dtype)
         return cls(config=config, retriever=retriever, router=router, catalog=catalog, tokenizer=tokenizer,
-                   max_model_len=max_model_len)
+                   max_model_len=max_model_len, prompt_adapters=prompt_adapters)
 
     def preamble(self, domain: str | None) -> str:
         section = self.config.domain(domain) if domain else None

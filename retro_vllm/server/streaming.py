@@ -20,6 +20,7 @@ async def annotate_stream(
     passages_for_choice: Callable[[int], list[Passage]],
     *,
     chat: bool,
+    model: str | None = None,
 ) -> AsyncIterator[str]:
     texts: dict[int, str] = defaultdict(str)
     first = True
@@ -28,6 +29,8 @@ async def annotate_stream(
         if chunk is None:
             yield event
             continue
+        if model is not None:
+            chunk["model"] = model
         if first:
             chunk["retro"] = summary
             first = False
