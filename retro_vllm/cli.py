@@ -384,6 +384,10 @@ def adapters_show(
         value = getattr(manifest, key)
         typer.echo(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
     typer.echo(f"files: {', '.join(sorted(manifest.files))}")
+    # How the trained method is served (conversion facts); per-module tables stay in --json.
+    served = {k: v for k, v in (manifest.method or {}).items() if not isinstance(v, (dict, list))}
+    if served:
+        typer.echo("method: " + ", ".join(f"{k}={v}" for k, v in served.items()))
     validation = manifest.validation
     typer.echo(f"validation: {_verdict(validation)}")
     if validation.get("adapter") and validation.get("base"):

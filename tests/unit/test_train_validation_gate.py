@@ -108,6 +108,7 @@ def test_adapters_show_prints_the_validation_figures(registry_config, tmp_path):
     assert any(line.split() == ["loss", "0.5000", "2.0000"] for line in lines)
     assert any(line.split() == ["valid_citations", "0.9500", "0.2000"] for line in lines)
     assert "held-out questions: 12" in shown.output and "held out: 2 documents" in shown.output
+    assert "peft_type=LORA" in shown.output and "served_as=lora" in shown.output
 
     listed = runner.invoke(app, ["adapters", "list", "-c", str(registry_config)])
     assert listed.exit_code == 0 and "| cooking@1 | 1 | lora | cooking | 16 | better than the base model |" in listed.output
