@@ -36,10 +36,13 @@ class RegistryLoRAResolver(LoRAResolver):
         from retro_vllm.config import ConfigError
 
         try:
-            _, folder = self._catalog().lookup(lora_name)
+            manifest, folder = self._catalog().lookup(lora_name)
         except (AdapterError, ConfigError, OSError) as exc:
             # Never fail vLLM's request path from here: another resolver may know the name.
             logger.warning("retro resolver: %s", exc)
+            return None
+        if manifest.type == "prompt":  # a soft prompt, served through prompt embeddings, never a LoRA slot
+            logger.warning("retro resolver: %s is a prompt-tuning adapter; it is not a LoRA", lora_name)
             return None
         # The id is overwritten by vLLM's per-process counter; the name must stay the one asked for.
         return LoRARequest(lora_name=lora_name, lora_int_id=1, lora_path=str(folder))

@@ -235,3 +235,17 @@ def test_verify_refuses_a_non_lora_config_under_a_lora_manifest(registry, tmp_pa
     manifest = rewrite(registry, "legal", 1, {"peft_type": "IA3"}, {})
     with pytest.raises(AdapterError, match="does not match the manifest"):
         registry.verify(manifest)
+
+
+def test_resolver_never_hands_a_prompt_adapter_to_a_lora_slot(registry, tmp_path, base):
+    import asyncio
+
+    from retro_vllm.adapters.catalog import AdapterCatalog
+    from retro_vllm.adapters.resolver import RegistryLoRAResolver
+
+    register(registry, prompt_folder(tmp_path / "prompt"), base, name="soft")
+    register(registry, peft_folder(tmp_path / "lora"), name="legal")
+    resolver = RegistryLoRAResolver()
+    resolver.catalog = AdapterCatalog(registry, base_model="base", max_rank=16)
+    assert asyncio.run(resolver.resolve_lora("/models/base", "soft@1")) is None
+    assert asyncio.run(resolver.resolve_lora("/models/base", "legal@1")).lora_name == "legal@1"
