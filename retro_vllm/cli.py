@@ -53,6 +53,20 @@ def _prepare_model(config) -> Path:
     return path
 
 
+def _prepare_served_model(config) -> tuple[Path, list[str]]:
+    """The folder vLLM serves and the engine arguments it needs: the embedded default straight
+    from its GGUF (`model.from_gguf`), else a checkpoint as `_prepare_model` gives."""
+    if config.model.path or not config.model.from_gguf:
+        return _prepare_model(config), []
+    from retro_vllm.models.default_model import ModelUnavailableError, ensure_default_gguf_folder
+    from retro_vllm.models.gguf_weights import LOAD_FORMAT
+
+    try:
+        return ensure_default_gguf_folder(config.home_dir), ["--load-format", LOAD_FORMAT]
+    except (ModelUnavailableError, OSError) as exc:
+        _fail(str(exc))
+
+
 def _checkpoint_problem(path: Path) -> str | None:
     """A cheap look before vLLM starts, so a broken checkpoint is one line, not a traceback."""
     import json
@@ -122,13 +136,15 @@ def serve(ctx: typer.Context, config_path: Optional[Path] = CONFIG_OPTION) -> No
     from retro_vllm.launch import engine_flags, given_flags, plugin_env
 
     config = _load(config_path)
-    model_path = _prepare_model(config)
+    user_args = list(ctx.args)
+    model_path, model_args = _prepare_served_model(config)
+    if "--load-format" in given_flags(user_args):  # the user picks how weights load: a checkpoint then
+        model_path, model_args = _prepare_model(config), []
     _, version = _prepare_index(config)
     typer.secho(f"retro-vllm: model {model_path}", err=True)
     typer.secho(f"retro-vllm: index {version.name} ({version.backend}) under {version.folder or config.home_dir}", err=True)
 
-    user_args = list(ctx.args)
-    args = ["--model", str(model_path), "--served-model-name", config.model.name]
+    args = ["--model", str(model_path), "--served-model-name", config.model.name, *model_args]
     defaults = {"--host": "127.0.0.1", "--port": "8000", "--max-model-len": "4096"}
     if config.adapters.enabled and config.domains:
         _seed_adapters(config)

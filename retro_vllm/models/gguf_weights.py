@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 # The file in a model folder that names the GGUF holding the folder's weights.
 GGUF_POINTER = "retro_gguf.json"
+LOAD_FORMAT = "retro-gguf"  # the vLLM load format gguf_loader registers
 
 
 class GGUFWeightsError(RuntimeError):
