@@ -2,8 +2,9 @@
 (checked at export), without importing sentence-transformers or torch model code there.
 
 Why: on 2 cores the API server's torch embedding of one short query took 13.5 ms of a request's
-added TTFT, and importing sentence-transformers (scikit-learn, SciPy, transformers' model code)
-cost the API server about 270 MB. ONNX Runtime on one non-spinning thread takes about 3 ms.
+added TTFT; ONNX Runtime on one non-spinning thread takes 2-3.5 ms on an idle machine (7-8 ms
+inside the busy server, against 13.5). Memory is not the reason: vLLM's API server already
+imports torch and transformers, and the ONNX session holds about 50 MB more than the torch model.
 
 The graph is exported once per embedder folder (the folder's whole sentence-transformers
 pipeline: transformer, pooling, any dense/normalize modules), in a child process so the
