@@ -6,7 +6,6 @@ handler -> citations.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import Request
@@ -39,7 +38,7 @@ async def create_chat_completion(raw_request: Request) -> Any:
         dropped: list[Passage] = []
         timings = Timings()
         route, passages = await route_and_retrieve(state, body, last_user_text(messages), controls, choice, timings)
-        soft = await asyncio.to_thread(state.soft_prompt, route)
+        soft = await state.soft_prompt(route)
         refuse_client_embeds(state, body, soft)
         virtual = soft.num_virtual_tokens if soft is not None else 0
         if controls.retrieval:

@@ -7,7 +7,6 @@ preamble + numbered passages + the client's text. Token-id prompts pass through 
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import Request
@@ -58,7 +57,7 @@ async def create_completion(raw_request: Request) -> Any:
         if choice.adapter is not None:  # named in `model`: it answers whether or not retrieval runs
             route = Route(controls.domain or choice.adapter.domain, "model", adapter=choice.adapter.served_name,
                           retrieval=route.retrieval, manifest=choice.adapter)
-        soft = await asyncio.to_thread(state.soft_prompt, route)
+        soft = await state.soft_prompt(route)
         timings = Timings()
         if controls.retrieval:
             rendered = []
@@ -71,7 +70,7 @@ async def create_completion(raw_request: Request) -> Any:
                 )
                 if n == 0:
                     route = prompt_route
-                    soft = await asyncio.to_thread(state.soft_prompt, route)
+                    soft = await state.soft_prompt(route)
                 virtual = soft.num_virtual_tokens if soft is not None else 0
                 preamble = state.preamble(route.domain)
                 with timings.measure("prompt"):

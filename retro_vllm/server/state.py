@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -28,13 +29,15 @@ class RetroState:
     max_model_len: int | None = None
     prompt_adapters: Any = None  # PromptAdapters; None: the engine takes no prompt embeddings
 
-    def soft_prompt(self, route):
-        """The soft prompt of the route's prompt-tuning adapter, or None (LoRA, or no adapter)."""
+    async def soft_prompt(self, route):
+        """The soft prompt of the route's prompt-tuning adapter, or None (LoRA, or no adapter).
+        Only a prompt adapter goes to a worker thread (its first use reads the adapter's file):
+        every other request stays off the thread hop, on the TTFT path."""
         from retro_vllm.server.prompt_adapters import is_prompt_adapter
 
         if self.prompt_adapters is None or not is_prompt_adapter(route.manifest):
             return None
-        return self.prompt_adapters.soft_prompt(route.manifest)
+        return await asyncio.to_thread(self.prompt_adapters.soft_prompt, route.manifest)
 
     @classmethod
     def from_config(cls, config: RetroConfig | None = None, *, model_path: str | None = None,
