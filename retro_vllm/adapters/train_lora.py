@@ -28,9 +28,6 @@ from retro_vllm.adapters.methods import TrainingConfig, build_peft_config
 
 logger = logging.getLogger(__name__)
 
-# The names earlier callers used; the config and the loop now cover every method.
-LoraTrainingConfig = TrainingConfig
-
 CHECKPOINT_PREFIX = "step-"
 STATE_FILE = "trainer_state.pt"
 KEEP_CHECKPOINTS = 2
@@ -173,9 +170,6 @@ def train_adapter(model_path: Path, candidates: list[Candidates], *, preamble: s
     result.seconds = time.perf_counter() - start
     model.save_pretrained(str(output_dir), safe_serialization=True)
     return result
-
-
-train_lora = train_adapter
 
 
 def _allocator_state(model) -> dict[str, Any]:

@@ -8,32 +8,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from retro_vllm.adapters.examples import Candidates, QARecord
 from retro_vllm.adapters.registry import AdapterRegistry
-from retro_vllm.adapters.train_lora import LoraTrainingConfig, train_lora
-from retro_vllm.retrieval.types import Chunk, ScoredChunk
-
-
-def scored(doc: str, text: str) -> ScoredChunk:
-    return ScoredChunk(Chunk(id=f"{doc}#0", doc_id=doc, text=text, domain="cooking", title=doc.title()), 0.5)
+from retro_vllm.adapters.train_lora import TrainingConfig, train_adapter
+from tests.integration.test_train_validate import CANDIDATES
 
 
 @pytest.fixture(scope="module")
 def tiny_adapter(model_path, tmp_path_factory):
     """A few real optimizer steps on two short examples (well under a minute on 2 cores)."""
-    candidates = [
-        Candidates(QARecord("At what temperature does water boil at sea level?", "Water boils at 100 degrees Celsius",
-                            "boiling"), scored("boiling", "At sea level water boils at 100 degrees Celsius."),
-                   [scored("salt", "Salt lowers the freezing point of water.")]),
-        Candidates(QARecord("What makes bread rise?", "Yeast makes bread rise by producing carbon dioxide", "yeast"),
-                   scored("yeast", "Yeast ferments sugars and produces carbon dioxide, which makes dough rise."),
-                   [scored("oven", "Ovens bake bread at around 220 degrees Celsius.")]),
-    ]
-    settings = LoraTrainingConfig(rank=8, alpha=16, targets=["q_proj", "v_proj"], epochs=6, batch_size=2, top_k=2,
-                                  learning_rate=3e-3, seed=0)
+    settings = TrainingConfig(rank=8, alpha=16, targets=["q_proj", "v_proj"], epochs=6, batch_size=2, top_k=2,
+                              learning_rate=3e-3, seed=0)
     folder = tmp_path_factory.mktemp("tiny-adapter")
-    result = train_lora(model_path, candidates, preamble="Answer from the sources and cite them.", settings=settings,
-                        output_dir=folder, progress=False)
+    result = train_adapter(model_path, CANDIDATES, preamble="Answer from the sources and cite them.",
+                           settings=settings, output_dir=folder, progress=False)
     return folder, result
 
 
