@@ -128,3 +128,41 @@ def test_unknown_index_kind_and_inconsistent_meta(tmp_path):
     (tmp_path / "s" / "meta.json").write_text(json.dumps({**meta, "mode": "hnsw"}))
     with pytest.raises(StoreError, match="corrupt"):
         FaissStore.open(tmp_path / "s")
+
+
+class _TeamSizeSpy:
+    """Wraps a FAISS index and records the OpenMP team size each search and gather ran with."""
+
+    def __init__(self, index):
+        self._index, self.seen = index, []
+
+    def search(self, *args, **kwargs):
+        self.seen.append(faiss.omp_get_max_threads())
+        return self._index.search(*args, **kwargs)
+
+    def reconstruct_batch(self, ids):
+        self.seen.append(faiss.omp_get_max_threads())
+        return self._index.reconstruct_batch(ids)
+
+    def __getattr__(self, name):
+        return getattr(self._index, name)
+
+
+@pytest.mark.parametrize("index", ["flat", "hnsw"])
+def test_search_runs_single_threaded_and_leaves_the_thread_as_it_was(tmp_path, index):
+    # The API server searches from worker threads while the engine holds the other cores; a
+    # team of every core waits at FAISS's barriers for them (see faiss_store.SEARCH_THREADS).
+    chunks, vectors = corpus(200)
+    store = FaissStore.create(tmp_path / "s", DIMENSION, index=index)
+    store.upsert(chunks, vectors)
+    store.flush()
+    store._index = spy = _TeamSizeSpy(store._index)
+    original = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(3)
+    try:
+        assert store.search(vectors[0], top_k=3)[0].chunk.doc_id == "d0"
+        assert store.search(vectors[1], top_k=3, filters={"bucket": 1})[0].chunk.doc_id == "d1"  # exact path (HNSW)
+        assert faiss.omp_get_max_threads() == 3  # a build later on this thread keeps its cores
+    finally:
+        faiss.omp_set_num_threads(original)
+    assert spy.seen and set(spy.seen) == {faiss_store.SEARCH_THREADS}
