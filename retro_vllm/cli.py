@@ -255,6 +255,8 @@ def train(
     validate_tokens: int = typer.Option(64, min=1, help="max_new_tokens of each validation answer."),
     force: bool = typer.Option(False, help="Register even when the adapter is not better than the base model."),
     output: Optional[Path] = typer.Option(None, help="Also keep the peft adapter folder here."),
+    device: str = typer.Option("auto", help="Where to train: auto (a CUDA GPU when torch sees one, else cpu), "
+                               "cpu, cuda or cuda:N. Validation runs on the CPU."),
 ) -> None:
     import random
     import shutil
@@ -288,6 +290,7 @@ def train(
             batch_size=batch_size, seed=seed, max_steps=max_steps, top_k=config.retrieval.top_k)
     except ValidationError as exc:
         _fail("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()))
+    device = _training_device(device)
     model_path = _prepare_model(config)
     embedder, version = _prepare_index(config)
     retriever = Retriever(config, embedder, version)
@@ -304,7 +307,8 @@ def train(
     with tempfile.TemporaryDirectory(prefix="retro-train-") as tmp:
         try:
             result = train_adapter(model_path, candidates, preamble=preamble, settings=settings, output_dir=Path(tmp),
-                                   checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume)
+                                   checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
+                                   device=device)
         except (MethodError, CheckpointError) as exc:
             _fail(str(exc))
         if result.resumed_from:
@@ -334,11 +338,23 @@ def train(
                           "seconds": round(result.seconds, 1), "resumed_from": result.resumed_from,
                           "first_loss": result.losses[0], "last_loss": result.losses[-1],
                           "qa": str(qa_path) if qa_path else "derived from corpus",
-                          "heldout_doc_ids": [r.doc_id for r in held]},
+                          "device": device, "heldout_doc_ids": [r.doc_id for r in held]},
             )
         except AdapterError as exc:
             _fail(f"not registered: {exc}")
         typer.echo(f"registered {manifest.served_name} in {config.registry_dir}; validation: {_verdict(record)}")
+
+
+def _training_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested != "cpu" and not (requested == "cuda" or requested.startswith("cuda:")):
+        _fail(f"--device {requested!r}: choose auto, cpu, cuda or cuda:N")
+    if requested != "cpu" and not torch.cuda.is_available():
+        _fail(f"--device {requested}: torch sees no CUDA GPU here (torch {torch.__version__}); use --device cpu")
+    return requested
 
 
 def _validate_adapter(config, model_path: Path, adapter_dir: Path, retriever, domain: str, held, *, preamble: str,

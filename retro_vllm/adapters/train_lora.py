@@ -92,10 +92,12 @@ def _fingerprint(settings: TrainingConfig, candidates: list[Candidates], total: 
 
 def train_adapter(model_path: Path, candidates: list[Candidates], *, preamble: str, settings: TrainingConfig,
                   output_dir: Path, progress: bool = True, checkpoint_dir: Path | None = None,
-                  checkpoint_every: int = 50, resume: bool = False) -> TrainResult:
-    """Train `settings.method` and save the peft adapter folder to `output_dir`. Raises
-    MethodError for a method setting that cannot be served, CheckpointError for a checkpoint
-    that does not belong to this run."""
+                  checkpoint_every: int = 50, resume: bool = False, device: str = "cpu") -> TrainResult:
+    """Train `settings.method` on `device` (a torch device: "cpu", "cuda", "cuda:1") and save
+    the peft adapter folder to `output_dir`. Raises MethodError for a method setting that
+    cannot be served, CheckpointError for a checkpoint that does not belong to this run.
+    The same seed and data give the same weights on one device type; CPU and CUDA kernels
+    round differently, so a CUDA run is not bitwise the CPU run."""
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -110,9 +112,10 @@ def train_adapter(model_path: Path, candidates: list[Candidates], *, preamble: s
             raise CheckpointError("resuming needs a checkpoint folder")
         state = load_checkpoint(checkpoint_dir, fingerprint, total)
 
+    torch_device = torch.device(device)
     torch.manual_seed(settings.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(torch_device)
     model = get_peft_model(model, peft_config)
     model.train()
     trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
@@ -124,7 +127,7 @@ def train_adapter(model_path: Path, candidates: list[Candidates], *, preamble: s
     if state is not None:
         with torch.no_grad():
             for name, tensor in state["params"].items():
-                trainable[name].copy_(tensor)
+                trainable[name].copy_(tensor.to(torch_device))
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         if adalora:
@@ -144,10 +147,10 @@ def train_adapter(model_path: Path, candidates: list[Candidates], *, preamble: s
                 batches_epoch = epoch
             batch = batches[index]
             width = max(len(ids) for ids, _ in batch)
-            input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in batch])
-            labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch])
-            mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in batch])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
+            input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in batch], device=torch_device)
+            labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch], device=torch_device)
+            mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in batch], device=torch_device)
+            with torch.autocast(torch_device.type, dtype=torch.bfloat16, enabled=settings.bf16):
                 loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
             loss.backward()
             optimizer.step()
@@ -230,7 +233,7 @@ def load_checkpoint(folder: Path, fingerprint: dict[str, Any], total: int) -> di
         return None
     path = found[-1] / STATE_FILE
     try:
-        state = torch.load(path, weights_only=True)
+        state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # torch raises several types for a truncated or foreign file
         raise CheckpointError(f"checkpoint {path} is unreadable ({exc})") from None
     if state.get("fingerprint") != fingerprint:

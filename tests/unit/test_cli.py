@@ -79,3 +79,15 @@ def test_unknown_backend_is_one_line(small_config, tmp_path):
     out = run_cli("index", "--config", str(small_config), env_home=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "retrieval.backend" in out.stderr and "faiss" in out.stderr
+
+
+def test_train_on_a_gpu_this_machine_lacks_is_one_line(small_config, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    out = run_cli("train", "--domain", "a", "--device", "cuda", "--config", str(small_config), env_home=tmp_path)
+    assert out.returncode == 2
+    assert "--device cuda" in out.stderr and "no CUDA GPU" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("train", "--domain", "a", "--device", "tpu", "--config", str(small_config), env_home=tmp_path)
+    assert out.returncode == 2 and "choose auto, cpu, cuda or cuda:N" in out.stderr
