@@ -83,10 +83,33 @@ def _read_config_and_tokenizer(gguf_path: Path, progress: bool):
             raise ModelUnavailableError(f"cannot read GGUF {gguf_path}: {type(exc).__name__}: {reason}") from exc
     if not tokenizer.chat_template:
         raise ModelUnavailableError(f"GGUF {gguf_path} carries no chat template; cannot build a chat model")
+    apply_gguf_special_tokens(tokenizer, gguf_special_tokens(gguf_path))
     # The dtype the checkpoint declares, whether its weights are converted or read from the GGUF:
     # half the disk of float32, and what vLLM's `--dtype auto` serves.
     config.dtype = torch.bfloat16
     return config, tokenizer
+
+
+def gguf_special_tokens(gguf_path: Path) -> dict[str, int]:
+    """The GGUF's own `tokenizer.ggml.{eos,bos,padding}_token_id` fields."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(gguf_path).fields
+    out = {}
+    for role, key in (("eos", "eos_token_id"), ("bos", "bos_token_id"), ("pad", "padding_token_id")):
+        field = fields.get(f"tokenizer.ggml.{key}")
+        if field is not None and field.data:
+            out[role] = int(field.parts[field.data[0]][0])
+    return out
+
+
+def apply_gguf_special_tokens(tokenizer, ids: dict[str, int]) -> None:
+    """Make the tokenizer's eos/bos/pad the GGUF's. transformers 5.17 read SmolLM2's GGUF with
+    eos = <|im_start|> and no pad token (5.19 reads <|im_end|>): a model trained or served with
+    that tokenizer learns to end answers with the wrong token and never stops."""
+    for role, token_id in ids.items():
+        if 0 <= token_id < len(tokenizer) and getattr(tokenizer, f"{role}_token_id") != token_id:
+            setattr(tokenizer, f"{role}_token", tokenizer.convert_ids_to_tokens(token_id))
 
 
 def _save_tokenizer(tokenizer, dest: Path) -> None:

@@ -109,3 +109,19 @@ def test_gguf_folder_has_config_and_tokenizer_but_no_weights(tmp_path):
     marker = (folder / MARKER).stat().st_mtime_ns
     assert ensure_gguf_folder(find_packaged_gguf(), folder, progress=False) == folder
     assert (folder / MARKER).stat().st_mtime_ns == marker  # built once
+
+
+def test_tokenizer_special_tokens_are_the_ggufs(model_path):
+    """transformers 5.17 read eos = <|im_start|> and no pad from this GGUF; the conversion puts
+    the GGUF's own ids back, whatever the transformers version read."""
+    from transformers import AutoTokenizer
+
+    from retro_vllm.models.default_model import apply_gguf_special_tokens, gguf_special_tokens
+
+    ids = gguf_special_tokens(find_packaged_gguf())
+    assert ids == {"eos": 2, "bos": 1, "pad": 2}
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer.eos_token, tokenizer.pad_token = "<|im_start|>", None  # what 5.17 produced
+    apply_gguf_special_tokens(tokenizer, ids)
+    assert (tokenizer.eos_token, tokenizer.eos_token_id) == ("<|im_end|>", 2)
+    assert (tokenizer.pad_token, tokenizer.pad_token_id) == ("<|im_end|>", 2)
