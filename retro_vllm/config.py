@@ -75,6 +75,12 @@ class FaissSection(_Section):
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree.")
     ef_construction: int = Field(200, ge=8, description="HNSW build-time beam width.")
     ef_search: int = Field(128, ge=8, description="HNSW search-time beam width (recall vs speed).")
+    hnsw_vectors: Literal["fp16", "fp32"] = Field(
+        "fp16",
+        description="How an HNSW index keeps its vectors: fp16 takes about half the memory of fp32 (100k x 384: 96 "
+        "against 177 MB, the largest part of a big index in the API server), scores move by at most ~5e-4, recall@10 "
+        "against exact search 0.9997 (fp32: 1.0000) at the same search time. Flat indexes keep fp32.",
+    )
 
 
 class QdrantEdgeSection(_Section):
