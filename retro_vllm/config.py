@@ -246,6 +246,11 @@ class DecodingSection(_Section):
         0.0, ge=0.0, le=10.0,
         description="Added to the logits of tokens that occur in the retrieved passages; 0 = off. Per domain: bias.",
     )
+    attribute_citations: bool = Field(
+        True,
+        description="A marker [n] may only name the passage(s) sharing the most words with the text it closes "
+        "(up to 9 passages; V1 model runner, which CPU serving uses).",
+    )
 
 
 class RetroConfig(_Section):

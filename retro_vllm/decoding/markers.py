@@ -39,11 +39,15 @@ class MarkerTables:
     next_state[s, c]: state after token `columns[c]` is written in state s.
     need[s, c]: the smallest passage count for which writing it in state s is allowed
         (0 = always; NEVER = never).
+    opens[s, c]: the first digit of a marker number this token writes right after a `[`
+        in state s (1-9), 0 when it writes none: which passage a marker it starts names,
+        for markers up to 9 (attribution).
     """
 
     columns: np.ndarray  # [C] token ids
     next_state: np.ndarray  # [NUM_STATES, C] int16
     need: np.ndarray  # [NUM_STATES, C] int16
+    opens: np.ndarray  # [NUM_STATES, C] int8
 
 
 def step(state: int, text: str) -> tuple[int, int]:
@@ -64,17 +68,28 @@ def step(state: int, text: str) -> tuple[int, int]:
     return state, need
 
 
+def first_digit(state: int, text: str) -> int:
+    """The digit `text` writes first after a `[` when written in `state` (0: none)."""
+    for ch in text:
+        if ch in _DIGITS and state == inside(0):
+            return int(ch)
+        state, _ = step(state, ch)
+    return 0
+
+
 def build_tables(token_texts: Sequence[str | None]) -> MarkerTables:
     """token_texts[i] is token i decoded alone (None for ids the tokenizer lacks)."""
     columns = [i for i, text in enumerate(token_texts)
                if text and any(ch in text for ch in "[]" + _DIGITS)]
     next_state = np.full((NUM_STATES, len(columns)), OUTSIDE, dtype=np.int16)
     need = np.zeros((NUM_STATES, len(columns)), dtype=np.int16)
+    opens = np.zeros((NUM_STATES, len(columns)), dtype=np.int8)
     for c, token_id in enumerate(columns):
         text = token_texts[token_id]
         for state in range(NUM_STATES):
             next_state[state, c], need[state, c] = step(state, text)
-    return MarkerTables(np.asarray(columns, dtype=np.int64), next_state, need)
+            opens[state, c] = first_digit(state, text)
+    return MarkerTables(np.asarray(columns, dtype=np.int64), next_state, need, opens)
 
 
 def tables_for_tokenizer(tokenizer) -> MarkerTables:

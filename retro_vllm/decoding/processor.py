@@ -5,7 +5,11 @@ Per request, and only for requests whose `SamplingParams.extra_args` carry `retr
 - limits `[n]` markers to the passages supplied to that request (`retro_passages` = k:
   while a marker is being written, only numbers 1..k can be produced), and
 - adds `retro_bias` to the logits of tokens that occur in the request's passages
-  (`retro_bias_tokens`), the seed's "gated fusion" of retrieved text at decoding time.
+  (`retro_bias_tokens`), the seed's "gated fusion" of retrieved text at decoding time, and
+- with `retro_attribution` (each passage's words), lets a marker being opened name only the
+  passage(s) sharing the most words with the claim it closes (decoding/attribution.py). This
+  one needs the text generated so far, which the V1 interface hands out; on the V2 runner
+  markers are constrained but not attributed.
 
 vLLM 0.32 loads every entry point of this group in every vLLM of the environment and has two
 processor interfaces: the V1 model runner's (CPU here) and the V2 model runner's (the CUDA
@@ -29,12 +33,15 @@ from vllm.v1.sample.logits_processor.interface import LogitsProcessor as V1Logit
 from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsProcessor as V2LogitsProcessor
 
 from retro_vllm.decoding.args import MAX_BIAS_TOKENS, RequestArgs, faults_enabled, parse_args
+from retro_vllm.decoding.attribution import best_passages, claim_text
 from retro_vllm.decoding.markers import NEVER, OUTSIDE, WINDOW, MarkerTables, build_tables, tables_for_tokenizer
 
 logger = logging.getLogger("retro_vllm.decoding")
 
 # Rows the processor does not constrain: no marker token ever needs more passages than this.
 NO_LIMIT = int(NEVER)
+# Output tokens read back to find the claim a marker closes (claims are a sentence or two).
+CLAIM_TOKENS = 256
 
 
 class _Core:
@@ -52,6 +59,9 @@ class _Core:
         self.col_index = col_index.to(device)
         self.next_state = torch.as_tensor(tables.next_state[:, keep], dtype=torch.long, device=device)
         self.need = torch.as_tensor(tables.need[:, keep], dtype=torch.int32, device=device)
+        self.opens = torch.as_tensor(tables.opens[:, keep], dtype=torch.int64, device=device)
+        self.state_opens = tables.opens[:, keep].any(axis=1)  # host: states where a marker number can start
+        self.attribution: dict[int, tuple[frozenset[str], ...]] = {}  # row -> passages' words
         self.limit = torch.full((max_rows,), NO_LIMIT, dtype=torch.int32, device=device)
         self.bias_tokens = torch.zeros((max_rows, MAX_BIAS_TOKENS), dtype=torch.long, device=device)
         self.bias_values = torch.zeros((max_rows, MAX_BIAS_TOKENS), dtype=torch.float32, device=device)
@@ -71,6 +81,8 @@ class _Core:
         if args.passages is not None and self.can_constrain:
             self.limit[row] = args.passages
             self.constrained[row] = True
+        if args.attribution and self.can_constrain:
+            self.attribution[row] = args.attribution
         tokens = [t for t in args.bias_tokens if t < self.vocab_size]
         if args.bias > 0 and tokens:
             self.bias_tokens[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
@@ -80,7 +92,7 @@ class _Core:
         return self.active(row)
 
     def active(self, row: int) -> bool:
-        return bool(self.constrained[row] or self.bias_len[row] or self.fault[row])
+        return bool(self.constrained[row] or self.bias_len[row] or self.fault[row] or row in self.attribution)
 
     def clear_row(self, row: int) -> None:
         self.limit[row] = NO_LIMIT
@@ -89,6 +101,7 @@ class _Core:
         self.constrained[row] = False
         self.bias_len[row] = 0
         self.fault[row] = False
+        self.attribution.pop(row, None)
 
     def move_row(self, src: int, dst: int) -> None:
         self.limit[dst] = self.limit[src]
@@ -96,7 +109,10 @@ class _Core:
         self.bias_values[dst] = self.bias_values[src]
         for mirror in (self.constrained, self.bias_len, self.fault):
             mirror[dst] = mirror[src]
+        moved = self.attribution.pop(src, None)
         self.clear_row(src)
+        if moved is not None:
+            self.attribution[dst] = moved
 
     def swap_rows(self, a: int, b: int) -> None:
         index = torch.tensor([b, a], device=self.device)
@@ -104,9 +120,15 @@ class _Core:
             tensor[[a, b]] = tensor[index]
         for mirror in (self.constrained, self.bias_len, self.fault):
             mirror[[a, b]] = mirror[[b, a]]
+        first, second = self.attribution.pop(a, None), self.attribution.pop(b, None)
+        if first is not None:
+            self.attribution[b] = first
+        if second is not None:
+            self.attribution[a] = second
 
     def any_active(self, rows: np.ndarray) -> bool:
-        return bool(self.constrained[rows].any() or self.bias_len[rows].any() or self.fault[rows].any())
+        return bool(self.constrained[rows].any() or self.bias_len[rows].any() or self.fault[rows].any()
+                    or (self.attribution and any(int(r) in self.attribution for r in rows)))
 
     def marker_states(self, recent: torch.Tensor) -> torch.Tensor:
         """recent: [B, WINDOW] last token ids, oldest first, -1 = none. Returns [B] states."""
@@ -121,32 +143,61 @@ class _Core:
         return state
 
     def apply(self, logits: torch.Tensor, rows: torch.Tensor, host_rows: np.ndarray,
-              recent: torch.Tensor | None) -> torch.Tensor:
-        """rows: [B] row of each logits row; host_rows: the same on the host."""
+              recent: torch.Tensor | None, claim_of=None) -> torch.Tensor:
+        """rows: [B] row of each logits row; host_rows: the same on the host; claim_of(row):
+        the text that row generated so far (None: no attribution)."""
         if self.fault[host_rows].any():
             raise RuntimeError("injected fault (RETRO_VLLM_TEST_FAULTS)")
         width = int(self.bias_len[host_rows].max(initial=0))
         if width:
             logits.scatter_add_(1, self.bias_tokens[rows, :width],
                                 self.bias_values[rows, :width].to(logits.dtype))
-        if recent is not None and self.constrained[host_rows].any():
+        attributing = claim_of is not None and any(int(r) in self.attribution for r in host_rows)
+        if recent is not None and (self.constrained[host_rows].any() or attributing):
             state = self.marker_states(recent)
             forbidden = self.need[state] > self.limit[rows].unsqueeze(1)
+            if attributing:
+                forbidden |= self._misattributed(state, host_rows, claim_of)
             marker_logits = logits.index_select(1, self.columns)
             marker_logits.masked_fill_(forbidden, float("-inf"))
             logits.index_copy_(1, self.columns, marker_logits)
         return logits
 
+    def _misattributed(self, state: torch.Tensor, host_rows: np.ndarray, claim_of) -> torch.Tensor:
+        """[B, C]: marker tokens that would start a number other than the best-attributed
+        passage's. Only rows at a point where a marker number can start read their claim (a
+        few steps per answer), so the per-token cost stays one host check per row."""
+        wrong = torch.zeros((len(host_rows), len(self.columns)), dtype=torch.bool, device=state.device)
+        host_state = state.cpu().numpy()
+        for i, row in enumerate(host_rows):
+            vocabularies = self.attribution.get(int(row))
+            if vocabularies is None or not self.state_opens[host_state[i]]:
+                continue
+            best = best_passages(claim_text(claim_of(int(row))), vocabularies)
+            if best:
+                opens = self.opens[int(host_state[i])]
+                allowed = torch.tensor(sorted(best), device=opens.device)
+                wrong[i] = (opens > 0) & ~torch.isin(opens, allowed)
+        return wrong
 
-def _load_tables(model_config) -> MarkerTables | None:
+
+def _load_tokenizer(model_config):
     try:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(model_config.tokenizer,
-                                                  trust_remote_code=model_config.trust_remote_code)
-        return tables_for_tokenizer(tokenizer)
+        return AutoTokenizer.from_pretrained(model_config.tokenizer, trust_remote_code=model_config.trust_remote_code)
     except Exception as exc:  # a tokenizer transformers cannot load: serve on, markers unconstrained
         logger.warning("retro: citation constraint off, tokenizer not loadable (%s)", exc)
+        return None
+
+
+def _tables(tokenizer) -> MarkerTables | None:
+    if tokenizer is None:
+        return None
+    try:
+        return tables_for_tokenizer(tokenizer)
+    except Exception as exc:  # an exotic vocabulary: serve on, markers unconstrained
+        logger.warning("retro: citation constraint off, marker tables not buildable (%s)", exc)
         return None
 
 
@@ -158,9 +209,10 @@ class RetroLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
         self._faults_logged = 0
         self._outputs: dict[int, tuple[list[int], list[int]]] = {}  # V1 row -> (prompt tail, output ref)
         self._req_states = None
-        tables = None
+        self._tokenizer = tables = None
         if vllm_config.model_config is not None and not vllm_config.model_config.skip_tokenizer_init:
-            tables = _load_tables(vllm_config.model_config)
+            self._tokenizer = _load_tokenizer(vllm_config.model_config)
+            tables = _tables(self._tokenizer)
         if len(args) == 1:  # V2: LogitsProcRequestState
             self._req_states = args[0]
             self._core = _Core(tables, args[0].vocab_size, args[0].max_num_reqs, args[0].device)
@@ -228,6 +280,10 @@ class RetroLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
                     recent[row, WINDOW - len(tail):] = tail
         return torch.from_numpy(recent).to(self._core.device, non_blocking=True)
 
+    def _v1_generated(self, row: int) -> str:
+        outputs = self._outputs.get(row, ((), ()))[1]
+        return self._tokenizer.decode(outputs[-CLAIM_TOKENS:], skip_special_tokens=True)
+
     # -- V2 model runner ------------------------------------------------------------------
     def add_request(self, req_idx: int, sampling_params) -> bool:
         try:
@@ -266,7 +322,7 @@ class RetroLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
                 if not self._core.any_active(host_rows):
                     return logits
                 rows = torch.arange(batch, device=logits.device)
-                return self._core.apply(logits, rows, host_rows, self._v1_recent(batch))
+                return self._core.apply(logits, rows, host_rows, self._v1_recent(batch), self._v1_generated)
             if not self._core.any_active(ctx.idx_mapping_np):
                 return logits
             # Host-side checks read the per-request slots (no device sync); rows come from the

@@ -6,7 +6,6 @@ Questions come from QA JSONL files (`{"question", "answer", "doc_id"}`), one per
 from __future__ import annotations
 
 import json
-import re
 import statistics
 from collections import Counter
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import httpx
 from tqdm.auto import tqdm
 
+from retro_vllm.decoding.attribution import words
 from retro_vllm.decoding.citations import MARKER
 
 
@@ -35,14 +35,6 @@ class Outcome:
     invalid_markers: int = 0  # of those, naming no supplied passage
     answer_f1: float | None = None  # token F1 against the reference answer, markers removed
     cited_overlap: float | None = None  # share of the answer's tokens found in the passages it cites
-
-
-_WORD = re.compile(r"[a-z0-9]+")
-_ARTICLES = {"a", "an", "the"}
-
-
-def words(text: str) -> list[str]:
-    return [w for w in _WORD.findall(MARKER.sub(" ", text.lower())) if w not in _ARTICLES]
 
 
 def token_f1(prediction: str, reference: str) -> float:

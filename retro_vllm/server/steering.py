@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from retro_vllm.decoding.args import ARG_BIAS, ARG_BIAS_TOKENS, ARG_PASSAGES, MAX_BIAS_TOKENS
+from retro_vllm.decoding.args import (
+    ARG_ATTRIBUTION,
+    ARG_BIAS,
+    ARG_BIAS_TOKENS,
+    ARG_PASSAGES,
+    MAX_ATTRIBUTED_PASSAGES,
+    MAX_BIAS_TOKENS,
+)
+from retro_vllm.decoding.attribution import vocabulary
 from retro_vllm.retrieval.types import Passage
 from retro_vllm.server.controls import RetroControls
 from retro_vllm.server.state import RetroState
@@ -25,8 +33,15 @@ def decoding_args(state: RetroState, body: dict[str, Any], controls: RetroContro
     args: dict[str, Any] = {}
     most = max((len(ps) for ps in passage_sets), default=0)
     # With no passage there is nothing to cite, and `[1]` may be prose or code: leave it alone.
-    if most and state.config.decoding.constrain_citations and not any(body.get(k) for k in _STRUCTURED_KEYS):
+    structured = any(body.get(k) for k in _STRUCTURED_KEYS)
+    if most and state.config.decoding.constrain_citations and not structured:
         args[ARG_PASSAGES] = most
+    # Attribution needs one numbering of passages for the whole request (several prompts of a
+    # completions request each number their own).
+    if (state.config.decoding.attribute_citations and not structured and len(passage_sets) == 1
+            and 0 < most <= MAX_ATTRIBUTED_PASSAGES):
+        ranked = sorted(passage_sets[0], key=lambda p: p.rank)
+        args[ARG_ATTRIBUTION] = [vocabulary(p.chunk.text) for p in ranked]
     bias = controls.bias if controls.bias is not None else state.bias(domain)
     if bias > 0:
         tokens = passage_tokens(state, [p for ps in passage_sets for p in ps])

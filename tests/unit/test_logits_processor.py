@@ -112,6 +112,9 @@ def test_tables_come_from_the_loaded_tokenizer(tokenizer):
         {"retro_bias_tokens": [1, -2]},
         {"retro_bias_tokens": "1,2"},
         {"retro_typo": 1},
+        {"retro_attribution": "sun star"},
+        {"retro_attribution": ["w"] * 10},  # attribution covers [1]..[9]
+        {"retro_attribution": [1, 2]},
         {"retro_fault": 1},  # only honoured in a fault-injection test run
     ],
 )
@@ -143,7 +146,6 @@ def test_v1_masks_an_invalid_marker_number_at_the_argmax(vllm_config, tokenizer)
     logits[0, two] = 5.0
     out = processor.apply(logits)
     assert out[0, seven] == float("-inf")
-    assert int(out[0].argmax()) == two
 
 
 def test_v1_is_batched_per_row(vllm_config, tokenizer):
@@ -194,6 +196,44 @@ def test_v1_bias_adds_to_passage_tokens_only(vllm_config, tokenizer):
     out = processor.apply(torch.zeros(1, vocab))
     assert out[0, boosted].tolist() == [2.5] * len(boosted)
     assert float(out[0].sum()) == pytest.approx(2.5 * len(set(boosted)))
+
+
+PASSAGE_WORDS = ["sun star shines hydrogen", "salt lowers freezing point water", "tcp port 443 https"]
+
+
+def test_v1_attribution_names_the_passage_the_claim_draws_on(vllm_config, tokenizer):
+    """The model prefers [1]; the claim's words come from passage 2, so only 2 may start the
+    number (the constraint still allows 1..3 and attribution narrows it)."""
+    vocab = len(tokenizer)
+    one, two, three = (token(tokenizer, d) for d in "123")
+    rows = [
+        (xargs(passages=3, attribution=PASSAGE_WORDS), [], ids(tokenizer, "Salt lowers the freezing point of water [")),
+        # a second claim after a marker: only the text since the previous marker counts
+        (xargs(passages=3, attribution=PASSAGE_WORDS), [], ids(tokenizer, "Salt lowers it [2]. HTTPS uses port 443 [")),
+        # no word shared with any passage: the model's choice stands
+        (xargs(passages=3, attribution=PASSAGE_WORDS), [], ids(tokenizer, "Maybe so [")),
+        # not at a marker: nothing to attribute
+        (xargs(passages=3, attribution=PASSAGE_WORDS), [], ids(tokenizer, "Salt lowers")),
+    ]
+    processor = v1_processor(vllm_config, rows)
+    out = processor.apply(logits_with_argmax(vocab, 4, [one, one, one, one]))
+    assert out[0, one] == float("-inf") and out[0, three] == float("-inf") and out[0, two] == 0
+    assert out[1, three] == 0 and out[1, two] == float("-inf") and out[1, one] == float("-inf")
+    assert out[2, one] == 10.0 and out[2, two] == 0
+    assert out[3, one] == 10.0 and out[3, three] == 0
+
+
+def test_v1_attribution_keeps_ties_and_follows_moves(vllm_config, tokenizer):
+    vocab = len(tokenizer)
+    one, two, three = (token(tokenizer, d) for d in "123")
+    tied = ["salt water", "water salt", "tcp"]
+    output = ids(tokenizer, "Salt water [")
+    processor = v1_processor(vllm_config, [(SamplingParams(), [], []), (xargs(attribution=tied), [], output)])
+    out = processor.apply(torch.zeros(2, vocab))
+    assert out[1, one] == 0 and out[1, two] == 0 and out[1, three] == float("-inf")
+    processor.update_state(V1.BatchUpdate(batch_size=1, removed=[0], added=[],
+                                          moved=[(1, 0, V1.MoveDirectionality.UNIDIRECTIONAL)]))
+    assert processor.apply(torch.zeros(1, vocab))[0, three] == float("-inf")
 
 
 def test_a_fault_in_apply_leaves_logits_unchanged(vllm_config, tokenizer, monkeypatch):

@@ -29,8 +29,22 @@ def passages(*texts):
 
 def test_constraint_gets_the_passage_count_and_bias_the_domain_strength():
     args = decoding_args(state(), {}, RetroControls(), "cooking", [passages("a bb", "ccc dddd")])
-    assert args == {"retro_passages": 2, "retro_bias": 2.0, "retro_bias_tokens": [1, 2, 3, 4]}
+    assert args == {"retro_passages": 2, "retro_bias": 2.0, "retro_bias_tokens": [1, 2, 3, 4],
+                    "retro_attribution": ["bb", "ccc dddd"]}  # "a" is an article: not a word that attributes
     assert parse_args(args).passages == 2  # what the processor will accept
+
+
+def test_attribution_carries_each_passages_words_in_marker_order():
+    ps = passages("The Sun is a star. The Sun shines.", "Salt [2] lowers the freezing point")
+    args = decoding_args(state(), {}, RetroControls(), "cooking", [list(reversed(ps))])
+    assert args["retro_attribution"] == ["sun is star shines", "salt lowers freezing point"]
+    assert parse_args(args).attribution == (frozenset({"sun", "is", "star", "shines"}),
+                                            frozenset({"salt", "lowers", "freezing", "point"}))
+    # off by config, with several prompts (each numbers its own passages) and beyond [9]
+    assert "retro_attribution" not in decoding_args(state(attribute_citations=False), {}, RetroControls(), None, [ps])
+    assert "retro_attribution" not in decoding_args(state(), {}, RetroControls(), None, [ps, ps])
+    assert "retro_attribution" not in decoding_args(state(), {}, RetroControls(), None,
+                                                    [passages(*["word"] * 10)])
 
 
 def test_request_bias_overrides_and_zero_turns_it_off():
