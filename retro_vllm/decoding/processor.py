@@ -156,18 +156,24 @@ class _Core:
         if recent is not None and (self.constrained[host_rows].any() or attributing):
             state = self.marker_states(recent)
             forbidden = self.need[state] > self.limit[rows].unsqueeze(1)
-            if attributing:
-                forbidden |= self._misattributed(state, host_rows, claim_of)
+            attributed = self._attributed(state, host_rows, claim_of) if attributing else {}
             marker_logits = logits.index_select(1, self.columns)
+            for i, allowed in attributed.items():
+                forbidden[i] |= ~allowed
             marker_logits.masked_fill_(forbidden, float("-inf"))
+            for i in attributed:
+                # The marker is open and its number decided: only that number may follow, so the
+                # model cannot leave a bare `[` behind by escaping into prose.
+                logits[i] = float("-inf")
             logits.index_copy_(1, self.columns, marker_logits)
         return logits
 
-    def _misattributed(self, state: torch.Tensor, host_rows: np.ndarray, claim_of) -> torch.Tensor:
-        """[B, C]: marker tokens that would start a number other than the best-attributed
-        passage's. Only rows at a point where a marker number can start read their claim (a
-        few steps per answer), so the per-token cost stays one host check per row."""
-        wrong = torch.zeros((len(host_rows), len(self.columns)), dtype=torch.bool, device=state.device)
+    def _attributed(self, state: torch.Tensor, host_rows: np.ndarray, claim_of) -> dict[int, torch.Tensor]:
+        """{batch index: [C] marker tokens allowed} for rows about to write a marker number
+        whose claim shares words with a passage: the tokens that start the best-attributed
+        passage's number. Only rows at that point read their claim (a few steps per answer),
+        so the per-token cost stays one host check per row."""
+        out = {}
         host_state = state.cpu().numpy()
         for i, row in enumerate(host_rows):
             vocabularies = self.attribution.get(int(row))
@@ -176,9 +182,8 @@ class _Core:
             best = best_passages(claim_text(claim_of(int(row))), vocabularies)
             if best:
                 opens = self.opens[int(host_state[i])]
-                allowed = torch.tensor(sorted(best), device=opens.device)
-                wrong[i] = (opens > 0) & ~torch.isin(opens, allowed)
-        return wrong
+                out[i] = torch.isin(opens, torch.tensor(sorted(best), device=opens.device))
+        return out
 
 
 def _load_tokenizer(model_config):

@@ -216,11 +216,13 @@ def test_v1_attribution_names_the_passage_the_claim_draws_on(vllm_config, tokeni
         (xargs(passages=3, attribution=PASSAGE_WORDS), [], ids(tokenizer, "Salt lowers")),
     ]
     processor = v1_processor(vllm_config, rows)
+    words = token(tokenizer, " salt")
     out = processor.apply(logits_with_argmax(vocab, 4, [one, one, one, one]))
     assert out[0, one] == float("-inf") and out[0, three] == float("-inf") and out[0, two] == 0
+    assert int(out[0].argmax()) == two and out[0, words] == float("-inf")  # no escape from an open marker
     assert out[1, three] == 0 and out[1, two] == float("-inf") and out[1, one] == float("-inf")
-    assert out[2, one] == 10.0 and out[2, two] == 0
-    assert out[3, one] == 10.0 and out[3, three] == 0
+    assert out[2, one] == 10.0 and out[2, two] == 0 and out[2, words] == 0
+    assert out[3, one] == 10.0 and out[3, three] == 0 and out[3, words] == 0
 
 
 def test_v1_attribution_keeps_ties_and_follows_moves(vllm_config, tokenizer):
