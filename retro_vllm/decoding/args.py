@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from retro_vllm.decoding.attribution import MAX_VOCABULARY_CHARS as MAX_ATTRIBUTION_CHARS
 from retro_vllm.decoding.markers import MAX_MARKER
 
 ARG_PASSAGES = "retro_passages"
@@ -28,7 +29,6 @@ MAX_BIAS = 10.0
 MAX_BIAS_TOKENS = 4096
 # Attribution steers the first digit of a marker, so it covers markers [1]..[9].
 MAX_ATTRIBUTED_PASSAGES = 9
-MAX_ATTRIBUTION_CHARS = 65536
 
 
 def faults_enabled() -> bool:

@@ -17,6 +17,7 @@ _ARTICLES = frozenset({"a", "an", "the"})
 # A passage's distinct words travel to the engine with the request; more than this is a
 # document, not a passage, and the tail adds little to the overlap.
 MAX_VOCABULARY_WORDS = 2048
+MAX_VOCABULARY_CHARS = 65536
 
 
 def words(text: str) -> list[str]:
@@ -24,8 +25,15 @@ def words(text: str) -> list[str]:
 
 
 def vocabulary(text: str) -> str:
-    """A passage's distinct words, space-separated (how they travel in `vllm_xargs`)."""
-    return " ".join(list(dict.fromkeys(words(text)))[:MAX_VOCABULARY_WORDS])
+    """A passage's distinct words, space-separated (how they travel in `vllm_xargs`), within
+    the limits the processor accepts."""
+    kept, size = [], 0
+    for word in dict.fromkeys(words(text)):
+        size += len(word) + 1
+        if len(kept) == MAX_VOCABULARY_WORDS or size > MAX_VOCABULARY_CHARS + 1:
+            break
+        kept.append(word)
+    return " ".join(kept)
 
 
 def claim_text(generated: str) -> str:

@@ -74,3 +74,13 @@ def test_attach_keeps_the_clients_other_xargs():
 def test_no_passages_no_constraint():
     args = decoding_args(state(), {}, RetroControls(bias=0), "cooking", [[]])
     assert "retro_passages" not in args
+
+
+def test_attribution_words_stay_within_what_the_processor_accepts():
+    from retro_vllm.decoding.attribution import MAX_VOCABULARY_CHARS, vocabulary
+
+    huge = " ".join(f"{i:x}" * 40 for i in range(5000))  # long distinct "words" (hex runs)
+    words = vocabulary(huge)
+    assert 0 < len(words) <= MAX_VOCABULARY_CHARS
+    args = decoding_args(state(), {}, RetroControls(), "cooking", [passages(huge, "short text")])
+    assert parse_args(args).attribution[1] == frozenset({"short", "text"})
