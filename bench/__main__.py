@@ -46,7 +46,7 @@ def summary_rows() -> list[tuple[str, str, str, str, str]]:
         for scale, row in overhead["scales"].items():
             rows.append(("overhead", f"added TTFT p50 / p95 at {int(scale):,} chunks",
                          f"{row['ttft_p50_ms']['retro']:.0f} ms", f"{row['ttft_p50_ms']['stock']:.0f} ms (stock vLLM)",
-                         f"+{row['added_ttft_ms']['p50']:.1f} / +{row['added_ttft_ms']['p95']:.1f} ms (target p50 <= 10 ms at 10k)"))
+                         f"{row['added_ttft_ms']['p50']:+.1f} / {row['added_ttft_ms']['p95']:+.1f} ms (target p50 <= 10 ms at 10k)"))
         if "throughput" in overhead:
             t = overhead["throughput"]
             rows.append(("overhead", f"generated tok/s, concurrency {t['concurrency']}", f"{t['retro_tok_s']:.1f}",
