@@ -157,9 +157,13 @@ class _Core:
             state = self.marker_states(recent)
             forbidden = self.need[state] > self.limit[rows].unsqueeze(1)
             attributed = self._attributed(state, host_rows, claim_of) if attributing else {}
+            for i, allowed in list(attributed.items()):
+                allowed = allowed & ~forbidden[i]
+                if allowed.any():  # else (arguments the server never sends) leave the row as it was
+                    forbidden[i] |= ~allowed
+                else:
+                    del attributed[i]
             marker_logits = logits.index_select(1, self.columns)
-            for i, allowed in attributed.items():
-                forbidden[i] |= ~allowed
             marker_logits.masked_fill_(forbidden, float("-inf"))
             for i in attributed:
                 # The marker is open and its number decided: only that number may follow, so the

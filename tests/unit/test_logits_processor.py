@@ -238,6 +238,17 @@ def test_v1_attribution_keeps_ties_and_follows_moves(vllm_config, tokenizer):
     assert processor.apply(torch.zeros(1, vocab))[0, three] == float("-inf")
 
 
+def test_v1_attribution_never_leaves_a_row_without_a_token(vllm_config, tokenizer):
+    """Arguments only a client of an unwrapped route could send: the attributed passage (2) is
+    beyond the constraint's limit (1). The row keeps what the constraint allows."""
+    vocab = len(tokenizer)
+    one, two = token(tokenizer, "1"), token(tokenizer, "2")
+    output = ids(tokenizer, "Salt lowers the freezing point [")
+    processor = v1_processor(vllm_config, [(xargs(passages=1, attribution=PASSAGE_WORDS[:2]), [], output)])
+    out = processor.apply(torch.zeros(1, vocab))
+    assert torch.isfinite(out[0]).any() and out[0, one] == 0 and out[0, two] == float("-inf")
+
+
 def test_a_fault_in_apply_leaves_logits_unchanged(vllm_config, tokenizer, monkeypatch):
     monkeypatch.setenv("RETRO_VLLM_TEST_FAULTS", "1")
     vocab = len(tokenizer)
