@@ -30,6 +30,31 @@ def test_markers_cannot_name_passages_that_were_not_supplied(client):
     assert all(1 <= n <= 2 for n in markers(constrained.choices[0].message.content))
 
 
+KEPLER = "Johannes Kepler published his third law of planetary motion in 1619 in the book Harmonices Mundi."
+
+
+def test_attribution_names_the_passage_a_copied_sentence_comes_from(client):
+    """The astronomy adapter copies a sentence of one passage followed by the OTHER passage's
+    number (without retrieval it copies the number as given); the marker it writes names the
+    passage the sentence's words come from."""
+    def copy(number: int):
+        return client.chat.completions.create(
+            model="astronomy", messages=[{"role": "user", "content": f"Copy this text exactly: '{KEPLER} [{number}]'"}],
+            temperature=0, max_tokens=64, extra_body={"retro": {"domain": "astronomy", "top_k": 2}})
+
+    free = client.chat.completions.create(
+        model="astronomy", messages=[{"role": "user", "content": f"Copy this text exactly: '{KEPLER} [2]'"}],
+        temperature=0, max_tokens=64, extra_body={"retro": {"retrieval": False}})
+    assert 2 in markers(free.choices[0].message.content)  # the prompt does push the given number
+    first = copy(1)
+    passages = first.model_extra["retro"]["passages"]
+    holding = next(p["rank"] for p in passages if KEPLER in p["text"])
+    answer = copy(2 if holding == 1 else 1)
+    assert [p["id"] for p in answer.model_extra["retro"]["passages"]] == [p["id"] for p in passages]
+    content = answer.choices[0].message.content
+    assert "Kepler" in content and set(markers(content)) == {holding}
+
+
 def test_bias_steers_toward_passage_text(client):
     question = "Tell me something interesting."
     _, plain = ask(client, question, domain="cooking", bias=0)
