@@ -61,7 +61,6 @@ class _Core:
         self.need = torch.as_tensor(tables.need[:, keep], dtype=torch.int32, device=device)
         self.opens = torch.as_tensor(tables.opens[:, keep], dtype=torch.int64, device=device)
         self.state_opens = tables.opens[:, keep].any(axis=1)  # host: states where a marker number can start
-        self.attribution: dict[int, tuple[frozenset[str], ...]] = {}  # row -> passages' words
         self.limit = torch.full((max_rows,), NO_LIMIT, dtype=torch.int32, device=device)
         self.bias_tokens = torch.zeros((max_rows, MAX_BIAS_TOKENS), dtype=torch.long, device=device)
         self.bias_values = torch.zeros((max_rows, MAX_BIAS_TOKENS), dtype=torch.float32, device=device)
@@ -69,6 +68,7 @@ class _Core:
         self.constrained = np.zeros(max_rows, dtype=bool)
         self.bias_len = np.zeros(max_rows, dtype=np.int64)
         self.fault = np.zeros(max_rows, dtype=bool)
+        self.vocabularies = np.full(max_rows, None, dtype=object)  # each row's passages' words, or None
 
     @property
     def can_constrain(self) -> bool:
@@ -82,7 +82,7 @@ class _Core:
             self.limit[row] = args.passages
             self.constrained[row] = True
         if args.attribution and self.can_constrain:
-            self.attribution[row] = args.attribution
+            self.vocabularies[row] = args.attribution
         tokens = [t for t in args.bias_tokens if t < self.vocab_size]
         if args.bias > 0 and tokens:
             self.bias_tokens[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
@@ -92,7 +92,8 @@ class _Core:
         return self.active(row)
 
     def active(self, row: int) -> bool:
-        return bool(self.constrained[row] or self.bias_len[row] or self.fault[row] or row in self.attribution)
+        return bool(self.constrained[row] or self.bias_len[row] or self.fault[row]
+                    or self.vocabularies[row] is not None)
 
     def clear_row(self, row: int) -> None:
         self.limit[row] = NO_LIMIT
@@ -101,34 +102,26 @@ class _Core:
         self.constrained[row] = False
         self.bias_len[row] = 0
         self.fault[row] = False
-        self.attribution.pop(row, None)
+        self.vocabularies[row] = None
 
     def move_row(self, src: int, dst: int) -> None:
         self.limit[dst] = self.limit[src]
         self.bias_tokens[dst] = self.bias_tokens[src]
         self.bias_values[dst] = self.bias_values[src]
-        for mirror in (self.constrained, self.bias_len, self.fault):
+        for mirror in (self.constrained, self.bias_len, self.fault, self.vocabularies):
             mirror[dst] = mirror[src]
-        moved = self.attribution.pop(src, None)
         self.clear_row(src)
-        if moved is not None:
-            self.attribution[dst] = moved
 
     def swap_rows(self, a: int, b: int) -> None:
         index = torch.tensor([b, a], device=self.device)
         for tensor in (self.limit, self.bias_tokens, self.bias_values):
             tensor[[a, b]] = tensor[index]
-        for mirror in (self.constrained, self.bias_len, self.fault):
+        for mirror in (self.constrained, self.bias_len, self.fault, self.vocabularies):
             mirror[[a, b]] = mirror[[b, a]]
-        first, second = self.attribution.pop(a, None), self.attribution.pop(b, None)
-        if first is not None:
-            self.attribution[b] = first
-        if second is not None:
-            self.attribution[a] = second
 
     def any_active(self, rows: np.ndarray) -> bool:
         return bool(self.constrained[rows].any() or self.bias_len[rows].any() or self.fault[rows].any()
-                    or (self.attribution and any(int(r) in self.attribution for r in rows)))
+                    or self.vocabularies[rows].any())
 
     def marker_states(self, recent: torch.Tensor) -> torch.Tensor:
         """recent: [B, WINDOW] last token ids, oldest first, -1 = none. Returns [B] states."""
@@ -152,7 +145,7 @@ class _Core:
         if width:
             logits.scatter_add_(1, self.bias_tokens[rows, :width],
                                 self.bias_values[rows, :width].to(logits.dtype))
-        attributing = claim_of is not None and any(int(r) in self.attribution for r in host_rows)
+        attributing = claim_of is not None and bool(self.vocabularies[host_rows].any())
         if recent is not None and (self.constrained[host_rows].any() or attributing):
             state = self.marker_states(recent)
             forbidden = self.need[state] > self.limit[rows].unsqueeze(1)
@@ -179,14 +172,14 @@ class _Core:
         so the per-token cost stays one host check per row."""
         out = {}
         host_state = state.cpu().numpy()
-        for i, row in enumerate(host_rows):
-            vocabularies = self.attribution.get(int(row))
-            if vocabularies is None or not self.state_opens[host_state[i]]:
+        for i in np.flatnonzero(self.vocabularies[host_rows]):
+            row, vocabularies = int(host_rows[i]), self.vocabularies[host_rows[i]]
+            if not self.state_opens[host_state[i]]:
                 continue
-            best = best_passages(claim_text(claim_of(int(row))), vocabularies)
+            best = best_passages(claim_text(claim_of(row)), vocabularies)
             if best:
                 opens = self.opens[int(host_state[i])]
-                out[i] = torch.isin(opens, torch.tensor(sorted(best), device=opens.device))
+                out[int(i)] = torch.isin(opens, torch.tensor(sorted(best), device=opens.device))
         return out
 
 
