@@ -137,9 +137,10 @@ def serve(ctx: typer.Context, config_path: Optional[Path] = CONFIG_OPTION) -> No
 
     config = _load(config_path)
     user_args = list(ctx.args)
-    model_path, model_args = _prepare_served_model(config)
     if "--load-format" in given_flags(user_args):  # the user picks how weights load: a checkpoint then
         model_path, model_args = _prepare_model(config), []
+    else:
+        model_path, model_args = _prepare_served_model(config)
     _, version = _prepare_index(config)
     typer.secho(f"retro-vllm: model {model_path}", err=True)
     typer.secho(f"retro-vllm: index {version.name} ({version.backend}) under {version.folder or config.home_dir}", err=True)
