@@ -298,8 +298,9 @@ class IndexWriter:
 
 
 def _prune(versions: Path, *, keep: int, current: str) -> None:
-    # A reader that opened an older version keeps its files open; FAISS and Qdrant Edge
-    # read them into memory or mmap, so removing the folder does not pull data from under it.
+    # A reader that opened an older version keeps its files open: FAISS reads its index into
+    # memory and keeps its payload database open, Qdrant Edge maps its files, so removing the
+    # folder does not pull data from under it.
     names = sorted(p.name for p in versions.iterdir() if p.name.startswith("v"))
     for name in names[:-keep]:
         if name != current:
