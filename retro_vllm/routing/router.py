@@ -24,6 +24,15 @@ WEIGHTS_FILE = "router.npz"
 INFO_FILE = "router.json"
 
 
+def add_to_sums(sums: dict[str, np.ndarray], vectors: np.ndarray, labels: Sequence[str]) -> dict[str, np.ndarray]:
+    """Add each row of `vectors` to its label's sum (float64, in place) and return `sums`."""
+    labels_array = np.asarray(labels)
+    for domain in dict.fromkeys(labels):
+        total = vectors[labels_array == domain].sum(axis=0, dtype=np.float64)
+        sums[domain] = sums[domain] + total if domain in sums else total
+    return sums
+
+
 @dataclass(frozen=True)
 class RouteDecision:
     domain: str | None  # None: below the threshold, the base model answers
@@ -43,11 +52,18 @@ class DomainRouter:
     @classmethod
     def train(cls, vectors: np.ndarray, labels: Sequence[str], *, threshold: float, temperature: float,
               fingerprint: str = "") -> "DomainRouter":
-        domains = sorted(set(labels))
+        return cls.from_sums(add_to_sums({}, vectors, labels), threshold=threshold, temperature=temperature,
+                             fingerprint=fingerprint)
+
+    @classmethod
+    def from_sums(cls, sums: dict[str, np.ndarray], *, threshold: float, temperature: float,
+                  fingerprint: str = "") -> "DomainRouter":
+        """From each domain's sum of example vectors (`add_to_sums`): a normalized sum is the
+        normalized mean, so examples can be added a batch at a time."""
+        domains = sorted(sums)
         if len(domains) < 2:
             raise ValueError("a router needs at least two domains with examples")
-        labels_array = np.asarray(labels)
-        centroids = np.stack([vectors[labels_array == d].mean(axis=0) for d in domains])
+        centroids = np.stack([sums[d] for d in domains])
         centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
         return cls(domains, centroids.T / temperature, np.zeros(len(domains)), threshold=threshold,
                    fingerprint=fingerprint)

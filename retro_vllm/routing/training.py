@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,12 @@ from retro_vllm.config import RetroConfig
 from retro_vllm.retrieval.embedder import Embedder
 from retro_vllm.retrieval.index import IndexVersion
 from retro_vllm.retrieval.stores.base import VectorStore
-from retro_vllm.routing.router import INFO_FILE, DomainRouter
+from retro_vllm.routing.router import INFO_FILE, DomainRouter, add_to_sums
 
 logger = logging.getLogger(__name__)
+
+TRAINING_BATCH = 4096
+"""Chunks whose vectors are read at a time while training."""
 
 
 def router_dir(config: RetroConfig) -> Path:
@@ -51,18 +55,23 @@ def ensure_router(config: RetroConfig, embedder: Embedder, store: VectorStore, v
         router = DomainRouter.load(folder)
         if router.fingerprint == fingerprint:
             return router
-    chunks = list(store.chunks())
-    vectors = store.vectors([c.id for c in chunks]) if chunks else np.zeros((0, embedder.dimension), np.float32)
-    labels = [c.domain for c in chunks]
+    # A batch of chunks at a time: the whole store's vectors and payloads at once cost a
+    # 100k-chunk server about 330 MB of peak memory at start-up.
+    sums: dict[str, np.ndarray] = {}
+    examples = 0
+    chunks = store.chunks()
+    while batch := list(islice(chunks, TRAINING_BATCH)):
+        add_to_sums(sums, store.vectors([c.id for c in batch]), [c.domain for c in batch])
+        examples += len(batch)
     queries = labelled_queries(config)
     if queries:
-        vectors = np.vstack([vectors, embedder.embed([q for q, _ in queries])])
-        labels += [d for _, d in queries]
-    if len(set(labels)) < 2:
+        add_to_sums(sums, embedder.embed([q for q, _ in queries]), [d for _, d in queries])
+        examples += len(queries)
+    if len(sums) < 2:
         logger.info("router: fewer than two domains with passages; routing is off")
         return None
-    router = DomainRouter.train(vectors, labels, threshold=config.routing.threshold,
-                                 temperature=config.routing.temperature, fingerprint=fingerprint)
+    router = DomainRouter.from_sums(sums, threshold=config.routing.threshold,
+                                    temperature=config.routing.temperature, fingerprint=fingerprint)
     router.save(folder)
-    logger.info("router: trained on %d examples over %d domains", len(labels), len(router.domains))
+    logger.info("router: trained on %d examples over %d domains", examples, len(router.domains))
     return router

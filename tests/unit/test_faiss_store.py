@@ -423,3 +423,21 @@ def test_chunks_with_untyped_filter_fields_are_refused_before_any_change(tmp_pat
     with pytest.raises(StoreError, match="must be strings"):
         store.upsert([chunks[1], bad], vectors[1:3])
     assert store.count() == 1 and store.mode == "flat" and store._index.ntotal == 1
+
+
+def test_walking_the_chunks_reads_a_page_at_a_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(faiss_store, "CHUNK_PAGE", 2)
+    chunks = [Chunk(id=f"d{i}#0", doc_id=f"d{i}", text=f"text {i}", domain="ab"[i % 2]) for i in range(5)]
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((5, 4)).astype(np.float32)
+    store = FaissStore.create(tmp_path / "s", 4)
+    store.upsert(chunks, vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    store.flush()
+    pages = []
+    real_page = store._payloads.chunk_page
+    monkeypatch.setattr(store._payloads, "chunk_page", lambda *a, **k: pages.append(1) or real_page(*a, **k))
+    walk = store.chunks()
+    assert next(walk).id == "d0#0" and len(pages) == 1  # lazily: one page read so far
+    assert [c.id for c in walk] == ["d1#0", "d2#0", "d3#0", "d4#0"] and len(pages) == 4  # 2 + 2 + 1, then empty
+    assert [c.id for c in store.chunks({"domain": "b"})] == ["d1#0", "d3#0"]
+    assert [c.id for c in store.chunks({"domain": "c"})] == []

@@ -41,3 +41,36 @@ def test_save_load_round_trip(router, tmp_path):
 def test_needs_two_domains():
     with pytest.raises(ValueError):
         DomainRouter.train(unit([[1, 0, 0]]), ["a"], threshold=0.5, temperature=0.05)
+
+
+def test_training_from_a_store_reads_it_in_batches_and_matches_training_on_everything(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from retro_vllm.retrieval.stores.faiss import FaissStore
+    from retro_vllm.retrieval.types import Chunk
+    from retro_vllm.routing import training
+
+    rng = np.random.default_rng(0)
+    domains = ["astronomy", "cooking", "networking"]
+    chunks = [Chunk(id=f"d{i}#0", doc_id=f"d{i}", text=f"text {i}", domain=domains[i % 3]) for i in range(50)]
+    vectors = unit(rng.standard_normal((50, 8)) + 3 * np.eye(3, 8)[[i % 3 for i in range(50)]])
+    store = FaissStore.create(tmp_path / "store", 8)
+    store.upsert(chunks, vectors)
+    store.flush()
+
+    reads = []
+    real_vectors = store.vectors
+    monkeypatch.setattr(store, "vectors", lambda ids: reads.append(len(ids)) or real_vectors(ids))
+    monkeypatch.setattr(training, "TRAINING_BATCH", 7)
+    config = SimpleNamespace(home_dir=tmp_path / "home", domains=[],
+                             routing=SimpleNamespace(threshold=0.5, temperature=0.05))
+    version = SimpleNamespace(name="v1", backend="faiss", config_fingerprint="f")
+    router = training.ensure_router(config, None, store, version)
+
+    assert reads == [7] * 7 + [1]  # never more than a batch of vectors at once
+    expected = DomainRouter.train(vectors, [c.domain for c in chunks], threshold=0.5, temperature=0.05)
+    assert router.domains == expected.domains == domains
+    np.testing.assert_allclose(router.weights, expected.weights, rtol=1e-5, atol=1e-5)
+    # saved, and found again for the same version without reading the store
+    reads.clear()
+    assert training.ensure_router(config, None, store, version).domains == domains and reads == []

@@ -73,6 +73,9 @@ every query, and evaluating one reads every row that could match."""
 VERDICT_MEMO_SIZE = 4096
 """Distinct (filtered columns, metadata) verdicts kept while evaluating one filter in Python."""
 
+CHUNK_PAGE = 1024
+"""Rows per read when `chunks()` walks the store."""
+
 SQL_BATCH = 500
 """Ids bound per `IN (...)` statement, well under SQLite's limit on bound parameters."""
 
@@ -237,12 +240,18 @@ class _Payloads:
                     found.append(int_id)
             return np.asarray(found, dtype=np.int64)
 
-    def chunks(self, filters: Filters | None) -> list[Chunk]:
+    def chunk_page(self, filters: Filters | None, *, after: int, limit: int) -> tuple[int | None, list[Chunk]]:
+        """Up to `limit` rows with int ids above `after`, in id order, and the last id read
+        (None when there were none); of those, the chunks matching `filters`."""
         where, params, _exact = _sql_filter(filters or {})
         with self._lock:
             rows = self._connection.execute(
-                f"SELECT payload FROM chunks WHERE {where} ORDER BY int_id", params)
-            return [chunk for chunk in (_chunk(payload) for payload, in rows) if matches(chunk, filters)]
+                f"SELECT int_id, payload FROM chunks WHERE int_id > ? AND {where} ORDER BY int_id LIMIT ?",
+                [after, *params, limit]).fetchall()
+        if not rows:
+            return None, []
+        chunks = (_chunk(payload) for _int_id, payload in rows)
+        return rows[-1][0], [chunk for chunk in chunks if matches(chunk, filters)]
 
     # -- writes (only on a writable copy) -----------------------------------------
     @contextmanager
@@ -590,7 +599,15 @@ class FaissStore:
         return int(self._allowed(filters).ids.size)
 
     def chunks(self, filters: Filters | None = None) -> Iterator[Chunk]:
-        return iter(self._payloads.chunks(filters))
+        """Read a page at a time, so walking every chunk of a large store (router training,
+        ingest's duplicate check) holds one page of them, not all. Each page reads the table
+        as it is then: a caller that writes to this store while walking sees its writes."""
+        after = -1
+        while True:
+            after, page = self._payloads.chunk_page(filters, after=after, limit=CHUNK_PAGE)
+            if after is None:
+                return
+            yield from page
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
         known = self._payloads.ids_by_chunk_id(ids)
