@@ -75,11 +75,13 @@ class FaissSection(_Section):
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree.")
     ef_construction: int = Field(200, ge=8, description="HNSW build-time beam width.")
     ef_search: int = Field(128, ge=8, description="HNSW search-time beam width (recall vs speed).")
-    hnsw_vectors: Literal["fp16", "fp32"] = Field(
-        "fp16",
-        description="How an HNSW index keeps its vectors: fp16 takes about half the memory of fp32 (100k x 384: 96 "
-        "against 177 MB, the largest part of a big index in the API server), scores move by at most ~5e-4, recall@10 "
-        "against exact search 0.9997 (fp32: 1.0000) at the same search time. Flat indexes keep fp32.",
+    hnsw_vectors: Literal["sq8", "fp16", "fp32"] = Field(
+        "sq8",
+        description="What an HNSW graph walks over, in the API server's memory. sq8: 8-bit codes (100k x 384: "
+        "38 MB of codes), the walk finds 4x the hits wanted and ranks them by their exact float32 vectors read from "
+        "chunks.sqlite on disk, so scores are exact; recall@10 against exact search 1.000 on bench/store_scale's "
+        "100k vectors. fp16: half-precision vectors (77 MB), scores move by up to ~5e-4, recall@10 0.9997. fp32: "
+        "full vectors (154 MB). Flat indexes keep fp32.",
     )
 
 

@@ -89,7 +89,7 @@ def test_a_short_graph_walk_falls_back_to_exact_scoring(tmp_path, monkeypatch):
     store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw")
     store.upsert(chunks, vectors)
     monkeypatch.setattr(faiss_store, "EXACT_FILTER_LIMIT", 0)
-    monkeypatch.setattr(FaissStore, "_search_index", lambda self, query, k, params: [])
+    monkeypatch.setattr(FaissStore, "_search_index", lambda self, query, k, params, candidates=None: [])
     hits = store.search(vectors[3], top_k=4, filters={"bucket": 3})
     assert [h.chunk.id for h in hits][0] == "d3#0" and len(hits) == 4
     assert all(h.chunk.metadata["bucket"] == 3 for h in hits)
@@ -107,29 +107,59 @@ def test_changed_graph_options_rebuild_at_flush(tmp_path):
     assert faiss.downcast_index(written(tmp_path / "s")[0].index).hnsw.nb_neighbors(1) == 16
 
 
-def test_hnsw_keeps_float16_vectors_and_converts_either_way_at_flush(tmp_path):
+def graph_vectors(folder) -> str:
+    index = written(folder)[0]  # kept: the graph below belongs to it
+    graph = faiss.downcast_index(index.index)
+    if isinstance(graph, faiss.IndexHNSWFlat):
+        return "fp32"
+    qtype = faiss.downcast_index(graph.storage).sq.qtype
+    return {faiss.ScalarQuantizer.QT_8bit: "sq8", faiss.ScalarQuantizer.QT_fp16: "fp16"}[qtype]
+
+
+def test_hnsw_walks_8_bit_codes_and_ranks_by_exact_vectors_and_converts_at_flush(tmp_path):
     chunks, vectors = corpus(300)
     store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw")
     store.upsert(chunks, vectors)
     store.flush()
-    assert isinstance(faiss.downcast_index(written(tmp_path / "s")[0].index), faiss.IndexHNSWSQ)
+    assert graph_vectors(tmp_path / "s") == "sq8"
     exact = vectors @ vectors[7]
     hits = store.search(vectors[7], top_k=5)
     assert [h.chunk.doc_id for h in hits] == [f"d{i}" for i in np.argsort(-exact)[:5]]
-    assert all(abs(h.score - exact[int(h.chunk.doc_id[1:])]) < 1e-3 for h in hits)
-    again = store.vectors([c.id for c in chunks])  # what a rebuild or a carried-over version reuses
-    assert np.abs(again - vectors).max() < 1e-3
-    assert np.array_equal(again.astype(np.float16).astype(np.float32), again)  # no drift on the next round trip
-    store = FaissStore.open(tmp_path / "s", index="hnsw", hnsw_vectors="fp32")  # a store written before fp16
-    assert store.mode == "hnsw"
+    # ranked by the exact float32 vectors from chunks.sqlite, not by the codes
+    assert all(abs(h.score - exact[int(h.chunk.doc_id[1:])]) < 1e-5 for h in hits)
+    assert np.array_equal(store.vectors([c.id for c in chunks]), vectors)  # what rebuilds and copies reuse
+    store = FaissStore.open(tmp_path / "s", index="hnsw", hnsw_vectors="fp16")
+    assert store.search(vectors[7], top_k=1)[0].chunk.doc_id == "d7"
     store.flush()
-    assert isinstance(faiss.downcast_index(written(tmp_path / "s")[0].index), faiss.IndexHNSWFlat)
+    assert graph_vectors(tmp_path / "s") == "fp16"
+    hits = FaissStore.open(tmp_path / "s", index="hnsw", hnsw_vectors="fp16").search(vectors[7], top_k=5)
+    assert all(abs(h.score - exact[int(h.chunk.doc_id[1:])]) < 1e-3 for h in hits)  # float16 scores
+    store = FaissStore.open(tmp_path / "s", index="hnsw", hnsw_vectors="fp32")
+    store.flush()
+    assert graph_vectors(tmp_path / "s") == "fp32"
     store = FaissStore.open(tmp_path / "s", index="hnsw")
-    assert store.mode == "hnsw" and store.search(vectors[7], top_k=1)[0].chunk.doc_id == "d7"
     store.flush()
-    assert isinstance(faiss.downcast_index(written(tmp_path / "s")[0].index), faiss.IndexHNSWSQ)
+    assert graph_vectors(tmp_path / "s") == "sq8"
+    assert np.array_equal(FaissStore.open(tmp_path / "s").vectors([c.id for c in chunks]), vectors)  # no drift
     with pytest.raises(StoreError, match="vector type"):
         FaissStore.open(tmp_path / "s", hnsw_vectors="int4")
+
+
+def test_an_8_bit_graph_keeps_exact_search_recall(tmp_path):
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(40, DIMENSION))
+    vectors = unit(centres[rng.integers(0, 40, 4000)] + 0.6 * rng.normal(size=(4000, DIMENSION)))
+    queries = unit(centres[rng.integers(0, 40, 100)] + 0.6 * rng.normal(size=(100, DIMENSION)))
+    chunks = [Chunk(id=f"d{i}#0", doc_id=f"d{i}", text="", domain="a") for i in range(4000)]
+    store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw")
+    store.upsert(chunks, vectors)
+    store.flush()
+    assert graph_vectors(tmp_path / "s") == "sq8"
+    found = 0
+    for query in queries:
+        truth = {f"d{i}" for i in np.argsort(-(vectors @ query))[:10]}
+        found += len(truth & {h.chunk.doc_id for h in store.search(query, top_k=10)})
+    assert found / 1000 >= 0.99
 
 
 def test_an_explicit_index_kind_converts_at_flush(tmp_path):
