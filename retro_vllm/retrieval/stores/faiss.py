@@ -59,8 +59,9 @@ hits wanted; those are ranked again by their exact vectors, read from chunks.sql
 clustered vectors (bench/store_scale's) the 8-bit walk alone has recall@10 0.967; re-ranking twice
 the hits already gives 1.000, the same as the float16 graph, at half its memory."""
 
-TRAIN_SAMPLE = 65_536
-"""Vectors an 8-bit graph learns its value ranges from (evenly spaced over the store)."""
+TRAIN_SAMPLE = 16_384
+"""Vectors an 8-bit graph learns its value ranges from (evenly spaced over the store; 24 MB at
+384 dimensions: a publish through the API server pays it there)."""
 
 REBUILD_BATCH = 16_384
 """Vectors read from chunks.sqlite at a time while a graph is rebuilt."""
