@@ -78,12 +78,16 @@ class _Deferred(types.ModuleType):
             real = sys.modules.get(self.__name__)
             if real is self:
                 del sys.modules[self.__name__]
-                real = importlib.import_module(self.__name__)
+                try:
+                    real = importlib.import_module(self.__name__)
+                except BaseException:
+                    sys.modules[self.__name__] = self  # the next use tries again and fails the same way
+                    raise
             self.__dict__.update(real.__dict__)  # later reads of this stand-in skip the lookup
         return getattr(real, attr)
 
 
-_load_lock = threading.Lock()
+_load_lock = threading.RLock()  # reentrant: the module's own import may read from its stand-in
 
 
 def load_on_first_use(name: str) -> bool:
@@ -115,13 +119,13 @@ def main() -> None:
     if not hide_from_transformers():
         logger.warning("retro: this transformers has no availability checks to change; "
                        "the API server imports scipy and scikit-learn as usual")
-    try:
-        from vllm.entrypoints.launchers.api_server.entry import main as serve
-    except ImportError:  # a vLLM that keeps the server in its older module
-        import runpy
+    if importlib.util.find_spec("vllm.entrypoints.launchers.api_server.entry") is None:
+        import runpy  # a vLLM that keeps the server in its older module
 
         runpy.run_module("vllm.entrypoints.openai.api_server", run_name="__main__", alter_sys=True)
         return
+    from vllm.entrypoints.launchers.api_server.entry import main as serve
+
     serve()
 
 

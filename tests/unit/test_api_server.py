@@ -60,7 +60,7 @@ def test_a_deferred_module_loads_on_first_attribute_not_on_import_or_inspection(
         assert not load_on_first_use("scipy.signal")  # already registered
         assert not load_on_first_use("no_such_module_here")
         import scipy.signal as signal
-        inspect.getmodule(inspect)  # walks sys.modules reading __file__ (torch does this at import)
+        inspect.getmodule(sys._getframe())  # walks sys.modules reading __file__ (torch does at import)
         before = "scipy.signal._signaltools" in sys.modules
         from scipy.signal import resample_poly
         print(before, resample_poly([1.0, 2.0, 3.0, 4.0], 2, 1).shape, signal.resample_poly is resample_poly,

@@ -88,6 +88,7 @@ def test_a_short_graph_walk_falls_back_to_exact_scoring(tmp_path, monkeypatch):
     chunks, vectors = corpus(200)
     store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw")
     store.upsert(chunks, vectors)
+    store.flush()  # the graph is built here
     monkeypatch.setattr(faiss_store, "EXACT_FILTER_LIMIT", 0)
     monkeypatch.setattr(FaissStore, "_search_index", lambda self, query, k, params, candidates=None: [])
     hits = store.search(vectors[3], top_k=4, filters={"bucket": 3})
@@ -471,3 +472,66 @@ def test_walking_the_chunks_reads_a_page_at_a_time(tmp_path, monkeypatch):
     assert [c.id for c in walk] == ["d1#0", "d2#0", "d3#0", "d4#0"] and len(pages) == 4  # 2 + 2 + 1, then empty
     assert [c.id for c in store.chunks({"domain": "b"})] == ["d1#0", "d3#0"]
     assert [c.id for c in store.chunks({"domain": "c"})] == []
+
+
+def test_a_filtered_8_bit_walk_far_from_the_allowed_chunks_still_returns_them(tmp_path, monkeypatch):
+    rng = np.random.default_rng(5)
+    centre_a, centre_b = unit(rng.normal(size=(2, DIMENSION)))
+    vectors = unit(np.vstack([centre_a + 0.2 * rng.normal(size=(1950, DIMENSION)),
+                              centre_b + 0.2 * rng.normal(size=(50, DIMENSION))]))
+    chunks = [Chunk(id=f"d{i}#0", doc_id=f"d{i}", text="", domain="a" if i < 1950 else "b") for i in range(2000)]
+    store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw")
+    store.upsert(chunks, vectors)
+    store.flush()
+    assert graph_vectors(tmp_path / "s") == "sq8"
+    monkeypatch.setattr(faiss_store, "EXACT_FILTER_LIMIT", 0)  # the 50 allowed chunks go through the walk
+    assert store._payloads.rerank(vectors[0], [], 5) == []  # a walk that met no allowed node
+    hits = store.search(centre_a, top_k=5, filters={"domain": "b"})
+    best_b = np.argsort(-(vectors[1950:] @ centre_a))[:5] + 1950
+    assert [h.chunk.id for h in hits] == [f"d{i}#0" for i in best_b]
+
+
+def test_an_8_bit_graph_is_retrained_once_the_store_has_doubled(tmp_path):
+    chunks, vectors = corpus(700)
+    store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw")
+    store.upsert(chunks[:300], vectors[:300])
+    store.flush()
+    assert written(tmp_path / "s")[1]["trained_on"] == 300
+    store = FaissStore.open(tmp_path / "s", index="hnsw")
+    store.upsert(chunks[300:500], vectors[300:500])
+    store.flush()
+    assert written(tmp_path / "s")[1]["trained_on"] == 300  # 500 < 2 x 300: new vectors go into the graph
+    store = FaissStore.open(tmp_path / "s", index="hnsw")
+    store.upsert(chunks[500:], vectors[500:])
+    store.flush()
+    assert written(tmp_path / "s")[1]["trained_on"] == 700
+    assert FaissStore.open(tmp_path / "s", index="hnsw").search(vectors[650], top_k=1)[0].chunk.id == "d650#0"
+
+
+def test_a_failed_upsert_loses_nothing(tmp_path, monkeypatch):
+    chunks, vectors = corpus(20)
+    store = FaissStore.create(tmp_path / "s", DIMENSION, index="flat")
+    store.upsert(chunks, vectors)
+
+    def refuse(*args):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(store._index, "add_with_ids", refuse)
+    with pytest.raises(RuntimeError):
+        store.upsert([chunks[3]], vectors[4:5])  # a re-upsert: the old vector must survive
+    store.health()
+    assert store.count() == 20 and store.search(vectors[3], top_k=1)[0].chunk.id == "d3#0"
+
+
+def test_a_payload_file_without_vectors_is_refused_at_open(tmp_path):
+    import sqlite3
+
+    chunks, vectors = corpus(10)
+    store = FaissStore.create(tmp_path / "s", DIMENSION, index="flat")
+    store.upsert(chunks, vectors)
+    store.flush()
+    store.close()
+    with sqlite3.connect(tmp_path / "s" / "chunks.sqlite") as connection:
+        connection.execute("DROP TABLE vectors")
+    with pytest.raises(StoreError, match="lacks the tables chunks and vectors"):
+        FaissStore.open(tmp_path / "s")

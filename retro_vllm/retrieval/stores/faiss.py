@@ -164,7 +164,12 @@ class _Payloads:
 
     @classmethod
     def read_only(cls, path: Path) -> "_Payloads":
-        return cls(_connect(path.absolute().as_uri() + "?mode=ro", uri=True), source=path)
+        connection = _connect(path.absolute().as_uri() + "?mode=ro", uri=True)
+        tables = {name for name, in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"chunks", "vectors"} <= tables:
+            connection.close()
+            raise sqlite3.DatabaseError(f"{path.name} lacks the tables chunks and vectors (found {sorted(tables)})")
+        return cls(connection, source=path)
 
     @classmethod
     def from_jsonl(cls, path: Path, index) -> "_Payloads":
@@ -237,6 +242,8 @@ class _Payloads:
                     f" WHERE c.int_id IN ({_marks(batch)})", batch).fetchall()
         if len(rows) < len(set(int_ids)):
             raise StoreError("chunks.sqlite lacks the payload or vector of a hit")
+        if not rows:  # a filtered walk that met no allowed node: the caller falls back to exact scoring
+            return []
         vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), -1)
         scores = vectors @ query
         best = np.argsort(-scores, kind="stable")[:k]
@@ -417,13 +424,12 @@ class FaissStore:
     into the graph."""
 
     def __init__(self, folder: Path, dimension: int, index, payloads: _Payloads, next_id: int, options: _Options):
-        import faiss
-
         self.folder = folder
         self.dimension = dimension
         self._index = index
-        self._mode = "hnsw" if isinstance(faiss.downcast_index(index.index), faiss.IndexHNSW) else "flat"
+        self._mode = _mode_of(index)
         self._codes_only = _holds_codes_only(index)
+        self._trained_on = payloads.count()  # chunks the index was built from; `open` reads it from meta.json
         self._payloads = payloads
         self._count = payloads.count()
         self._next_id = next_id
@@ -467,6 +473,7 @@ class FaissStore:
             else:
                 raise FileNotFoundError(f"{CHUNKS_FILE} is missing")
             store = cls(folder, int(meta["dimension"]), faiss_index, payloads, int(meta["next_id"]), options)
+            store._trained_on = int(meta.get("trained_on") or meta.get("count") or 0)
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, sqlite3.Error) as exc:
             if payloads is not None:
                 payloads.close()
@@ -504,9 +511,10 @@ class FaissStore:
                 payloads.delete(old)
                 payloads.insert((int_id, *record) for int_id, record in zip(ids.tolist(), records))
                 payloads.insert_vectors(ids, rows[keep])
-                # FAISS last: if it raises, the rows roll back with it
-                self._remove(old)
+                # FAISS last, the add before the removal: if the add raises, the rows roll back
+                # and the index has lost nothing.
                 self._index.add_with_ids(rows[keep], ids)
+                self._remove(old)
             self._next_id += len(keep)
             self._count += len(keep) - len(old)
             self._forget_filters()
@@ -548,10 +556,15 @@ class FaissStore:
         with self._write_lock:
             mode = self._options.mode_for(self._count)
             wanted_graph = (self._options.hnsw_m, self._options.ef_construction, self._options.hnsw_vectors)
-            if mode != self._mode or self._masked or (mode == "hnsw" and self._graph_options() != wanted_graph):
+            # An 8-bit graph's value ranges come from the vectors it was trained on; a store that
+            # has since doubled may hold new regions (a new domain) that those ranges clip.
+            outgrown = self._codes_only and self._count >= 2 * max(self._trained_on, 1)
+            if (mode != self._mode or self._masked or outgrown
+                    or (mode == "hnsw" and self._graph_options() != wanted_graph)):
                 self._rebuild(mode)
-            # Both new files are complete before either is renamed into place, so a failure on the
-            # way leaves the folder as the last flush wrote it.
+            # Both new files are complete before either is renamed into place, so a failure while
+            # writing them leaves the folder as the last flush wrote it. (The renames themselves are
+            # not one atomic step; the index layer flushes a staging folder no reader has open.)
             index_file = self.folder / (INDEX_FILE + ".tmp")
             faiss.write_index(self._index, str(index_file))
             payloads = self._payloads_to_publish()
@@ -564,7 +577,7 @@ class FaissStore:
             write_meta(
                 self.folder,
                 {"backend": BACKEND, "dimension": self.dimension, "mode": self._mode,
-                 "count": self._count, "next_id": self._next_id},
+                 "count": self._count, "next_id": self._next_id, "trained_on": self._trained_on},
             )
 
     def _payloads_to_publish(self) -> _Payloads | None:
@@ -582,12 +595,14 @@ class FaissStore:
         ids = self._payloads.all_ids()
         sample = None
         if mode == "hnsw" and self._options.hnsw_vectors == "sq8" and ids.size:
-            sample = self._payloads.vectors_by_id(ids[:: max(1, ids.size // TRAIN_SAMPLE)], self.dimension)
+            spaced = np.linspace(0, ids.size - 1, min(ids.size, TRAIN_SAMPLE)).astype(np.int64)
+            sample = self._payloads.vectors_by_id(ids[spaced], self.dimension)
         index = _new_index(self.dimension, mode, self._options, sample)
         for start in range(0, ids.size, REBUILD_BATCH):
             batch = ids[start:start + REBUILD_BATCH]
             index.add_with_ids(self._payloads.vectors_by_id(batch, self.dimension), batch)
-        self._index, self._mode, self._codes_only = index, mode, _holds_codes_only(index)
+        self._index, self._mode, self._codes_only = index, _mode_of(index), _holds_codes_only(index)
+        self._trained_on = int(ids.size)
         self._masked.clear()
         self._forget_filters()
 
@@ -677,8 +692,8 @@ class FaissStore:
 
     def chunks(self, filters: Filters | None = None) -> Iterator[Chunk]:
         """Read a page at a time, so walking every chunk of a large store (router training,
-        ingest's duplicate check) holds one page of them, not all. Each page reads the table
-        as it is then: a caller that writes to this store while walking sees its writes."""
+        ingest's duplicate check) holds one page of them, not all. Not a snapshot: finish the
+        walk before writing to this store (an upsert's new ids would come up again)."""
         after = -1
         while True:
             after, page = self._payloads.chunk_page(filters, after=after, limit=CHUNK_PAGE)
@@ -757,21 +772,30 @@ def _options(index: str, hnsw_above: int, hnsw_m: int, ef_construction: int, ef_
 
 def _new_index(dimension: int, mode: str, options: _Options, sample: np.ndarray | None = None):
     """`sample`: vectors an 8-bit graph learns its value ranges from. Without one (an empty store
-    asked for HNSW) an sq8 store starts on a float16 graph, which the first flush replaces."""
+    asked for HNSW) an sq8 store starts flat, searched exactly, and the first flush builds the
+    graph from everything upserted by then: one graph build, not a float16 one and then another."""
     import faiss
 
-    if mode == "flat":
+    if mode == "flat" or (options.hnsw_vectors == "sq8" and (sample is None or not len(sample))):
         return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
     if options.hnsw_vectors == "sq8" and sample is not None and len(sample):
         graph = faiss.IndexHNSWSQ(dimension, faiss.ScalarQuantizer.QT_8bit, options.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         graph.train(np.ascontiguousarray(sample, dtype=np.float32))
-    elif options.hnsw_vectors in ("sq8", "fp16"):
+    elif options.hnsw_vectors == "fp16":
         # Half the memory of float32 (100k x 384: 77 MB of vectors against 154 MB).
         graph = faiss.IndexHNSWSQ(dimension, faiss.ScalarQuantizer.QT_fp16, options.hnsw_m, faiss.METRIC_INNER_PRODUCT)
     else:
         graph = faiss.IndexHNSWFlat(dimension, options.hnsw_m, faiss.METRIC_INNER_PRODUCT)
     graph.hnsw.efConstruction = options.ef_construction
     return faiss.IndexIDMap2(graph)
+
+
+def _mode_of(index) -> str:
+    """"flat" or "hnsw": what a search of `index` does (an 8-bit graph without vectors to learn
+    from yet is flat, whatever was asked for)."""
+    import faiss
+
+    return "hnsw" if isinstance(faiss.downcast_index(index.index), faiss.IndexHNSW) else "flat"
 
 
 def _holds_codes_only(index) -> bool:
