@@ -33,11 +33,17 @@ def written(folder):
     return index, json.loads((folder / "meta.json").read_text())
 
 
+def flushed(folder, chunks, vectors, **options) -> FaissStore:
+    """A new store holding `chunks`, written to `folder`."""
+    store = FaissStore.create(folder, DIMENSION, **options)
+    store.upsert(chunks, vectors)
+    store.flush()
+    return store
+
+
 def test_auto_picks_hnsw_at_the_threshold_when_flushing(tmp_path):
     chunks, vectors = corpus(60)
-    store = FaissStore.create(tmp_path / "s", DIMENSION, hnsw_above=50)
-    store.upsert(chunks[:49], vectors[:49])
-    store.flush()
+    store = flushed(tmp_path / "s", chunks[:49], vectors[:49], hnsw_above=50)
     assert store.mode == "flat" and written(tmp_path / "s")[1]["mode"] == "flat"
     store.upsert(chunks[49:50], vectors[49:50])
     assert store.mode == "flat"
@@ -51,9 +57,7 @@ def test_auto_picks_hnsw_at_the_threshold_when_flushing(tmp_path):
 
 def test_hnsw_delete_is_exact_before_and_after_the_rebuild(tmp_path):
     chunks, vectors = corpus(300)
-    store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw")
-    store.upsert(chunks, vectors)
-    store.flush()
+    store = flushed(tmp_path / "s", chunks, vectors, index="hnsw")
     gone = {f"d{i}" for i in range(0, 300, 3)}
     assert store.delete(doc_ids=sorted(gone)) == 100
     store.upsert([chunks[1]], unit([vectors[2]]))
@@ -99,29 +103,20 @@ def test_a_short_graph_walk_falls_back_to_exact_scoring(tmp_path, monkeypatch):
 
 def test_changed_graph_options_rebuild_at_flush(tmp_path):
     chunks, vectors = corpus(100)
-    store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw", hnsw_m=8)
-    store.upsert(chunks, vectors)
-    store.flush()
+    store = flushed(tmp_path / "s", chunks, vectors, index="hnsw", hnsw_m=8)
     assert faiss.downcast_index(written(tmp_path / "s")[0].index).hnsw.nb_neighbors(1) == 8
     store = FaissStore.open(tmp_path / "s", index="hnsw", hnsw_m=16)
     store.flush()
     assert faiss.downcast_index(written(tmp_path / "s")[0].index).hnsw.nb_neighbors(1) == 16
 
 
-def graph_vectors(folder) -> str:
-    index = written(folder)[0]  # kept: the graph below belongs to it
-    graph = faiss.downcast_index(index.index)
-    if isinstance(graph, faiss.IndexHNSWFlat):
-        return "fp32"
-    qtype = faiss.downcast_index(graph.storage).sq.qtype
-    return {faiss.ScalarQuantizer.QT_8bit: "sq8", faiss.ScalarQuantizer.QT_fp16: "fp16"}[qtype]
+def graph_vectors(folder) -> str | None:
+    return faiss_store._graph_vectors(written(folder)[0])
 
 
 def test_hnsw_walks_8_bit_codes_and_ranks_by_exact_vectors_and_converts_at_flush(tmp_path):
     chunks, vectors = corpus(300)
-    store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw")
-    store.upsert(chunks, vectors)
-    store.flush()
+    store = flushed(tmp_path / "s", chunks, vectors, index="hnsw")
     assert graph_vectors(tmp_path / "s") == "sq8"
     exact = vectors @ vectors[7]
     hits = store.search(vectors[7], top_k=5)
@@ -152,9 +147,7 @@ def test_an_8_bit_graph_keeps_exact_search_recall(tmp_path):
     vectors = unit(centres[rng.integers(0, 40, 4000)] + 0.6 * rng.normal(size=(4000, DIMENSION)))
     queries = unit(centres[rng.integers(0, 40, 100)] + 0.6 * rng.normal(size=(100, DIMENSION)))
     chunks = [Chunk(id=f"d{i}#0", doc_id=f"d{i}", text="", domain="a") for i in range(4000)]
-    store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw")
-    store.upsert(chunks, vectors)
-    store.flush()
+    store = flushed(tmp_path / "s", chunks, vectors, index="hnsw")
     assert graph_vectors(tmp_path / "s") == "sq8"
     found = 0
     for query in queries:
@@ -165,9 +158,7 @@ def test_an_8_bit_graph_keeps_exact_search_recall(tmp_path):
 
 def test_an_explicit_index_kind_converts_at_flush(tmp_path):
     chunks, vectors = corpus(100)
-    store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw")
-    store.upsert(chunks, vectors)
-    store.flush()
+    store = flushed(tmp_path / "s", chunks, vectors, index="hnsw")
     store = FaissStore.open(tmp_path / "s", index="flat")
     assert store.mode == "hnsw"
     store.flush()
@@ -209,9 +200,7 @@ def test_search_runs_single_threaded_and_leaves_the_thread_as_it_was(tmp_path, i
     # The API server searches from worker threads while the engine holds the other cores; a
     # team of every core waits at FAISS's barriers for them (see faiss_store.SEARCH_THREADS).
     chunks, vectors = corpus(200)
-    store = FaissStore.create(tmp_path / "s", DIMENSION, index=index)
-    store.upsert(chunks, vectors)
-    store.flush()
+    store = flushed(tmp_path / "s", chunks, vectors, index=index)
     store._index = spy = _TeamSizeSpy(store._index)
     original = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(3)
@@ -259,9 +248,7 @@ def files(folder):
 
 def test_payloads_are_on_disk_and_come_back_whole(tmp_path):
     chunks, vectors = rich_corpus(60)
-    store = FaissStore.create(tmp_path / "s", DIMENSION, index="flat")
-    store.upsert(chunks, vectors)
-    store.flush()
+    store = flushed(tmp_path / "s", chunks, vectors, index="flat")
     store.close()
     assert set(files(tmp_path / "s")) == {"index.faiss", "chunks.sqlite", "meta.json"}
     store = FaissStore.open(tmp_path / "s")
@@ -302,9 +289,7 @@ def test_filters_decide_as_matches_does(tmp_path, reopen, monkeypatch):
 
 def test_a_folder_with_chunks_jsonl_opens_unchanged_and_converts_at_flush(tmp_path):
     chunks, vectors = rich_corpus(40)
-    store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw")
-    store.upsert(chunks, vectors)
-    store.flush()
+    store = flushed(tmp_path / "s", chunks, vectors, index="hnsw")
     store.close()
     old_format(tmp_path / "s")
     before = files(tmp_path / "s")
@@ -331,9 +316,7 @@ def test_a_folder_with_chunks_jsonl_opens_unchanged_and_converts_at_flush(tmp_pa
 @pytest.mark.parametrize("failing", ["index", "payloads"])
 def test_a_failed_flush_leaves_the_last_flushed_folder(tmp_path, monkeypatch, failing):
     chunks, vectors = rich_corpus(30)
-    store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw")
-    store.upsert(chunks[:20], vectors[:20])
-    store.flush()
+    store = flushed(tmp_path / "s", chunks[:20], vectors[:20], index="hnsw")
     before = files(tmp_path / "s")
     store.upsert(chunks[20:], vectors[20:])
     store.delete(doc_ids=["d0", "d1"])
@@ -363,9 +346,7 @@ def test_a_failed_flush_leaves_the_last_flushed_folder(tmp_path, monkeypatch, fa
 
 def test_closing_without_flush_drops_the_scratch_file(tmp_path):
     chunks, vectors = rich_corpus(10)
-    store = FaissStore.create(tmp_path / "s", DIMENSION)
-    store.upsert(chunks, vectors)
-    store.flush()
+    store = flushed(tmp_path / "s", chunks, vectors)
     before = files(tmp_path / "s")
     writer = FaissStore.open(tmp_path / "s")
     writer.upsert(chunks[:1], vectors[1:2])
@@ -377,9 +358,7 @@ def test_closing_without_flush_drops_the_scratch_file(tmp_path):
 
 def test_reupsert_and_delete_survive_flush_and_free_their_space(tmp_path):
     chunks, vectors = rich_corpus(400)
-    store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw")
-    store.upsert(chunks, vectors)
-    store.flush()
+    store = flushed(tmp_path / "s", chunks, vectors, index="hnsw")
     size = (tmp_path / "s" / "chunks.sqlite").stat().st_size
     replaced = Chunk(id="d7#1", doc_id="d7", text="new text", domain="z", metadata={"v": 2})
     store.upsert([replaced], vectors[:1])
@@ -397,9 +376,7 @@ def test_concurrent_searches_get_their_own_chunks(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     chunks, vectors = rich_corpus(500)
-    store = FaissStore.create(tmp_path / "s", DIMENSION, index="flat")
-    store.upsert(chunks, vectors)
-    store.flush()
+    store = flushed(tmp_path / "s", chunks, vectors, index="flat")
     store = FaissStore.open(tmp_path / "s")
 
     def search(i):
@@ -415,9 +392,7 @@ def test_a_reader_keeps_serving_after_its_folder_is_removed(tmp_path):
     import shutil
 
     chunks, vectors = rich_corpus(50)
-    store = FaissStore.create(tmp_path / "s", DIMENSION, index="flat")
-    store.upsert(chunks, vectors)
-    store.flush()
+    store = flushed(tmp_path / "s", chunks, vectors, index="flat")
     reader = FaissStore.open(tmp_path / "s")
     shutil.rmtree(tmp_path / "s")
     assert reader.search(vectors[9], top_k=1)[0].chunk == chunks[9]
@@ -427,9 +402,7 @@ def test_a_reader_keeps_serving_after_its_folder_is_removed(tmp_path):
 def test_missing_corrupt_or_mismatched_payloads_are_store_errors(tmp_path):
     chunks, vectors = rich_corpus(10)
     for name, n in (("s", 10), ("other", 9)):
-        store = FaissStore.create(tmp_path / name, DIMENSION)
-        store.upsert(chunks[:n], vectors[:n])
-        store.flush()
+        store = flushed(tmp_path / name, chunks[:n], vectors[:n])
         store.close()
     (tmp_path / "s" / "chunks.sqlite").replace(tmp_path / "kept")
     with pytest.raises(StoreError, match="chunks.sqlite is missing"):
@@ -480,9 +453,7 @@ def test_a_filtered_8_bit_walk_far_from_the_allowed_chunks_still_returns_them(tm
     vectors = unit(np.vstack([centre_a + 0.2 * rng.normal(size=(1950, DIMENSION)),
                               centre_b + 0.2 * rng.normal(size=(50, DIMENSION))]))
     chunks = [Chunk(id=f"d{i}#0", doc_id=f"d{i}", text="", domain="a" if i < 1950 else "b") for i in range(2000)]
-    store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw")
-    store.upsert(chunks, vectors)
-    store.flush()
+    store = flushed(tmp_path / "s", chunks, vectors, index="hnsw")
     assert graph_vectors(tmp_path / "s") == "sq8"
     monkeypatch.setattr(faiss_store, "EXACT_FILTER_LIMIT", 0)  # the 50 allowed chunks go through the walk
     assert store._payloads.rerank(vectors[0], [], 5) == []  # a walk that met no allowed node
@@ -493,9 +464,7 @@ def test_a_filtered_8_bit_walk_far_from_the_allowed_chunks_still_returns_them(tm
 
 def test_an_8_bit_graph_is_retrained_once_the_store_has_doubled(tmp_path):
     chunks, vectors = corpus(700)
-    store = FaissStore.create(tmp_path / "s", DIMENSION, index="hnsw")
-    store.upsert(chunks[:300], vectors[:300])
-    store.flush()
+    store = flushed(tmp_path / "s", chunks[:300], vectors[:300], index="hnsw")
     assert written(tmp_path / "s")[1]["trained_on"] == 300
     store = FaissStore.open(tmp_path / "s", index="hnsw")
     store.upsert(chunks[300:500], vectors[300:500])
@@ -527,9 +496,7 @@ def test_a_payload_file_without_vectors_is_refused_at_open(tmp_path):
     import sqlite3
 
     chunks, vectors = corpus(10)
-    store = FaissStore.create(tmp_path / "s", DIMENSION, index="flat")
-    store.upsert(chunks, vectors)
-    store.flush()
+    store = flushed(tmp_path / "s", chunks, vectors, index="flat")
     store.close()
     with sqlite3.connect(tmp_path / "s" / "chunks.sqlite") as connection:
         connection.execute("DROP TABLE vectors")

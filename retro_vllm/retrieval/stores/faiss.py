@@ -428,10 +428,10 @@ class FaissStore:
         self.dimension = dimension
         self._index = index
         self._mode = _mode_of(index)
-        self._codes_only = _holds_codes_only(index)
-        self._trained_on = payloads.count()  # chunks the index was built from; `open` reads it from meta.json
+        self._codes_only = _graph_vectors(index) == "sq8"
         self._payloads = payloads
         self._count = payloads.count()
+        self._trained_on = self._count  # chunks the index was built from; `open` reads it from meta.json
         self._next_id = next_id
         self._options = options
         self._masked: set[int] = set()
@@ -601,20 +601,16 @@ class FaissStore:
         for start in range(0, ids.size, REBUILD_BATCH):
             batch = ids[start:start + REBUILD_BATCH]
             index.add_with_ids(self._payloads.vectors_by_id(batch, self.dimension), batch)
-        self._index, self._mode, self._codes_only = index, _mode_of(index), _holds_codes_only(index)
+        self._index, self._mode, self._codes_only = index, _mode_of(index), _graph_vectors(index) == "sq8"
         self._trained_on = int(ids.size)
         self._masked.clear()
         self._forget_filters()
 
-    def _graph_options(self) -> tuple[int, int, str]:
+    def _graph_options(self) -> tuple[int, int, str | None]:
         import faiss
 
         graph = faiss.downcast_index(self._index.index)
-        vectors = "fp32"
-        if isinstance(graph, faiss.IndexHNSWSQ):
-            qtype = faiss.downcast_index(graph.storage).sq.qtype
-            vectors = "sq8" if qtype == faiss.ScalarQuantizer.QT_8bit else "fp16"
-        return graph.hnsw.nb_neighbors(1), graph.hnsw.efConstruction, vectors
+        return graph.hnsw.nb_neighbors(1), graph.hnsw.efConstruction, _graph_vectors(self._index)
 
     # -- reads --------------------------------------------------------------------
     def search(self, vector: np.ndarray, *, top_k: int, filters: Filters | None = None) -> list[ScoredChunk]:
@@ -622,7 +618,8 @@ class FaissStore:
 
         query = checked_query(vector, self.dimension)
         allowed = self._allowed(filters)
-        k = min(top_k, self._count if allowed is None else allowed.ids.size)
+        available = self._count if allowed is None else allowed.ids.size
+        k = min(top_k, available)
         if k <= 0:
             return []
         selector = None if allowed is None else allowed.selector
@@ -630,7 +627,6 @@ class FaissStore:
             return self._search_index(query, k, None if selector is None else faiss.SearchParameters(sel=selector))
         if allowed is not None and allowed.ids.size <= EXACT_FILTER_LIMIT:
             return self._search_exact(query, k, allowed.ids)
-        available = self._count if allowed is None else allowed.ids.size
         wanted = min(k * RERANK_FACTOR, available) if self._codes_only else k
         params = faiss.SearchParametersHNSW(efSearch=max(self._options.ef_search, wanted), sel=selector)
         hits = self._search_index(query, k, params, wanted)
@@ -778,7 +774,7 @@ def _new_index(dimension: int, mode: str, options: _Options, sample: np.ndarray 
 
     if mode == "flat" or (options.hnsw_vectors == "sq8" and (sample is None or not len(sample))):
         return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
-    if options.hnsw_vectors == "sq8" and sample is not None and len(sample):
+    if options.hnsw_vectors == "sq8":
         graph = faiss.IndexHNSWSQ(dimension, faiss.ScalarQuantizer.QT_8bit, options.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         graph.train(np.ascontiguousarray(sample, dtype=np.float32))
     elif options.hnsw_vectors == "fp16":
@@ -793,15 +789,18 @@ def _new_index(dimension: int, mode: str, options: _Options, sample: np.ndarray 
 def _mode_of(index) -> str:
     """"flat" or "hnsw": what a search of `index` does (an 8-bit graph without vectors to learn
     from yet is flat, whatever was asked for)."""
-    import faiss
-
-    return "hnsw" if isinstance(faiss.downcast_index(index.index), faiss.IndexHNSW) else "flat"
+    return "flat" if _graph_vectors(index) is None else "hnsw"
 
 
-def _holds_codes_only(index) -> bool:
-    """Whether `index` is a graph over 8-bit codes, whose vectors are approximations."""
+def _graph_vectors(index) -> str | None:
+    """What the HNSW graph of `index` holds ("sq8": 8-bit codes, approximations of the vectors;
+    "fp16"; "fp32"), None for a flat index."""
     import faiss
 
     graph = faiss.downcast_index(index.index)
-    return isinstance(graph, faiss.IndexHNSWSQ) and (
-        faiss.downcast_index(graph.storage).sq.qtype == faiss.ScalarQuantizer.QT_8bit)
+    if not isinstance(graph, faiss.IndexHNSW):
+        return None
+    if not isinstance(graph, faiss.IndexHNSWSQ):
+        return "fp32"
+    qtype = faiss.downcast_index(graph.storage).sq.qtype
+    return "sq8" if qtype == faiss.ScalarQuantizer.QT_8bit else "fp16"
