@@ -3,6 +3,7 @@ sentence-transformers whenever it cannot promise that."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from retro_vllm.config import RetroConfig
 from retro_vllm.retrieval.embedder import Embedder, packaged_embedder_path
-from retro_vllm.retrieval.onnx_embedder import INFO_FILE, OnnxEmbedder, ensure_export, serving_embedder
+from retro_vllm.retrieval.onnx_embedder import INFO_FILE, OnnxEmbedder, _TokenTable, ensure_export, serving_embedder
 
 TEXTS = ["How long should bread dough rise?", "TCP port 443", "x", "Pulsars were discovered by Jocelyn Bell Burnell "
          "in 1967 while she was a graduate student. " * 30]
@@ -60,3 +61,17 @@ def test_serving_embedder_follows_the_runtime_setting(tmp_path, exported):
     strict = RetroConfig.model_validate({"home": str(tmp_path), "embedder": {"path": str(broken), "runtime": "onnx"}})
     with pytest.raises(RuntimeError, match="could not be exported"):
         serving_embedder(strict)
+
+
+def test_token_table_lives_outside_the_graph(exported):
+    import onnx
+
+    info = json.loads((exported / INFO_FILE).read_text())
+    table = np.load(exported / info["table"])
+    graph = onnx.load(str(exported / "model.onnx")).graph
+    # The table is read row by row from its file, never loaded whole into the session.
+    assert all(tuple(w.dims) != table.shape for w in graph.initializer)
+    ids = np.array([[101, 7592, 2088, 102, 0], [101, 102, 0, 0, 0]])
+    assert np.array_equal(_TokenTable(exported / info["table"]).gather(ids), table[ids])
+    with pytest.raises(ValueError, match="out of range"):
+        _TokenTable(exported / info["table"]).gather(np.array([[table.shape[0]]]))
