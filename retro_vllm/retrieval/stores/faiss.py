@@ -443,7 +443,7 @@ class FaissStore:
     @classmethod
     def create(
         cls, folder: Path, dimension: int, *, index: str = "auto", hnsw_above: int = 50_000, hnsw_m: int = 32,
-        ef_construction: int = 200, ef_search: int = 128, hnsw_vectors: str = "sq8",
+        ef_construction: int = 100, ef_search: int = 128, hnsw_vectors: str = "sq8",
     ) -> "FaissStore":
         """A new empty store in `folder` (created if missing). Its files are written by `flush()`;
         writes before that go to the scratch file `chunks.sqlite.tmp`."""
@@ -456,7 +456,7 @@ class FaissStore:
     @classmethod
     def open(
         cls, folder: Path, *, index: str = "auto", hnsw_above: int = 50_000, hnsw_m: int = 32,
-        ef_construction: int = 200, ef_search: int = 128, hnsw_vectors: str = "sq8",
+        ef_construction: int = 100, ef_search: int = 128, hnsw_vectors: str = "sq8",
     ) -> "FaissStore":
         """The store in `folder`, changing nothing there until `flush()`."""
         import faiss
