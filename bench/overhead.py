@@ -12,8 +12,11 @@ identical final prompt, at 1k, 10k and 100k indexed chunks, in one run.
   This is also the logits-processor bench: the same servers, so no second pair is started.
 - Memory: peak RSS (VmHWM) of each API-server process after the 100k run, and peak anonymous RSS
   (sampled; what the process allocated, without mapped library files). Both environments'
-  shared libraries are evicted from the page cache first, so that neither server counts more
-  library pages only because its environment was written more recently.
+  shared libraries are evicted from the page cache before the servers start and after every
+  publish, and the index work (embedding the demo, publishing) runs in a separate process that
+  exits, so this process never holds our environment's libraries (torch, faiss) in the page
+  cache. Otherwise retro-vllm's server would count more library pages than stock vLLM's only
+  because the bench itself used them.
 
 Scale: the demo's 180 real chunks (real embeddings) plus filler chunks with random unit vectors,
 published as new index versions that the running server picks up without a restart. Random
@@ -44,6 +47,15 @@ from bench.stock import STOCK_VENV, StockServer
 
 MODEL = "SmolLM2-135M-Instruct"
 ENGINE = ["--no-enable-prefix-caching"]
+
+
+def isolated(function, *args):
+    """`function(*args)` in a fresh interpreter (see the module docstring: memory)."""
+    import concurrent.futures
+    import multiprocessing
+
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
 
 
 def publish_scaled(config_path: Path, total: int, real: tuple[list, np.ndarray]) -> None:
@@ -95,7 +107,8 @@ async def measure(retro_url: str, stock_url: str, config_path: Path, real, quest
             return (await http.post(f"{retro_url}/v1/retro/search", json={"query": question})).json()["passages"]
 
         for scale in args.scales:
-            publish_scaled(config_path, scale, real)
+            isolated(publish_scaled, config_path, scale, real)
+            evict_cached_libraries(Path(sys.prefix), STOCK_VENV)
             await search("warm-up")  # the first search after a publish loads the new version
             base = {"model": MODEL, "temperature": 0, "max_tokens": 4}
             rows = {"retro": [], "stock": []}
@@ -173,7 +186,7 @@ def main() -> None:
         # Caches off: the retrieval path is measured in full, not a repeated query's cache hit.
         config_path = demo_config(Path(tmp) / "home", retrieval={"cache": {"results": 0, "embeddings": 0}})
         model_path = Path(load_config(config_path).model.path)
-        real = real_chunks(config_path)
+        real = isolated(real_chunks, config_path)
         evict_cached_libraries(Path(sys.prefix), STOCK_VENV)
         with running(RetroServer(config_path, ENGINE),
                      StockServer(model_path, MODEL, Path(tmp) / "stock.log", extra=ENGINE)) as (retro, stock):
