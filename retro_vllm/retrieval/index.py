@@ -143,13 +143,16 @@ def current_version(root: Path) -> IndexVersion | None:
     )
 
 
-def open_store(config: RetroConfig, version: IndexVersion, dimension: int) -> VectorStore:
-    """The store of `version` opened for reading (embedded) or connected (server)."""
+def open_store(config: RetroConfig, version: IndexVersion, dimension: int | None) -> VectorStore:
+    """The store of `version` opened for reading (embedded) or connected (server). `dimension` is
+    needed only to connect to a server store; an embedded one reads its own."""
     try:
         if version.embedded:
             cls = embedded_store_class(version.backend)
             options = store_options(config.retrieval) if version.backend == config.retrieval.backend else {}
             return cls.open(version.folder / STORE_DIR, **options)
+        if dimension is None:
+            raise ValueError("a server store needs the embedding dimension")
         return connect_server_store(config.retrieval, dimension)
     except StoreError as exc:
         raise IndexUnavailableError(str(exc)) from None
@@ -273,7 +276,7 @@ class IndexWriter:
         from retro_vllm.retrieval.keyword import KeywordIndex
 
         self.store.flush()
-        KeywordIndex.build(list(self.store.chunks()), self._staging / KEYWORD_DIR)
+        KeywordIndex.write(self.store.chunks(), self._staging / KEYWORD_DIR)
         self.manifest.write(self._staging / MANIFEST)
         (self._staging / BUILD_INFO).write_text(json.dumps(info, indent=2))
         self.store.close()

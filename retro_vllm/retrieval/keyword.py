@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -36,22 +37,33 @@ class KeywordIndex:
         self._masks: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
-    @classmethod
-    def build(cls, chunks: list[Chunk], folder: Path) -> "KeywordIndex":
+    @staticmethod
+    def write(chunks: Iterable[Chunk], folder: Path) -> None:
+        """Write the keyword index of `chunks` to `folder`. The chunks are streamed to disk as they
+        come and only their texts are held for BM25, so a publish of a large store does not hold
+        every chunk at once."""
         import bm25s
 
         folder.mkdir(parents=True, exist_ok=True)
+        texts = []
         with (folder / CHUNKS_FILE).open("w", encoding="utf-8") as handle:
             for chunk in chunks:
                 handle.write(json.dumps(chunk.payload(), ensure_ascii=False) + "\n")
-        tokens = _tokenize([_text(c) for c in chunks]) if chunks else None
+                texts.append(_text(chunk))
+        tokens = _tokenize(texts) if texts else None
+        del texts
         if tokens is None or not tokens.vocab:  # no chunks, or only stop words and one-letter tokens
             (folder / EMPTY_MARK).write_text("")
-            return cls(chunks)
+            return
         model = bm25s.BM25()
         model.index(tokens, show_progress=False)
         model.save(str(folder), show_progress=False)
-        return cls(chunks, model)
+
+    @classmethod
+    def build(cls, chunks: Iterable[Chunk], folder: Path) -> "KeywordIndex":
+        """`write`, then the index as a server reads it."""
+        cls.write(chunks, folder)
+        return cls.load(folder)
 
     @classmethod
     def load(cls, folder: Path) -> "KeywordIndex | None":

@@ -1,5 +1,7 @@
 """Fusion, reranking, the keyword index and the caches: pure logic, no engine."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -68,7 +70,7 @@ def test_keyword_index_finds_exact_terms_filters_and_round_trips(tmp_path):
         chunk("bread", "Knead the dough until the gluten develops", domain="food", lang="en"),
         chunk("pain", "Le pain cuit au four a 230 degres", domain="food", lang="fr"),
     ]
-    built = KeywordIndex.build(chunks, tmp_path / "bm25")
+    built = KeywordIndex.build(iter(chunks), tmp_path / "bm25")  # a publish streams the store's chunks
     loaded = KeywordIndex.load(tmp_path / "bm25")
     for index in (built, loaded):
         assert index.keyword_search("port 443", top_k=2)[0].chunk.id == "tls#0"
@@ -84,6 +86,17 @@ def test_keyword_index_empty_and_missing(tmp_path):
     assert KeywordIndex.build([], tmp_path / "e").keyword_search("x", top_k=3) == []
     assert KeywordIndex.load(tmp_path / "e").keyword_search("x", top_k=3) == []
     assert KeywordIndex.load(tmp_path / "missing") is None
+
+
+def test_chunk_payload_is_a_detached_copy_of_every_field():
+    original = Chunk(id="a#0", doc_id="a", text="t", domain="d", title="T", url="u", tenant="x",
+                     metadata={"tags": ["one"]})
+    payload = original.payload()
+    assert payload == dataclasses.asdict(original)
+    assert list(payload) == [f.name for f in dataclasses.fields(Chunk)]
+    payload["metadata"]["tags"].append("two")
+    assert original.metadata == {"tags": ["one"]}
+    assert Chunk.from_payload(original.payload()) == original
 
 
 def test_lru_cache_bounds_and_counts():
