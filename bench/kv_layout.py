@@ -7,7 +7,7 @@ prefix cache; the naive layout (what a client-side RAG chain typically sends: qu
 then passages by score) is built here from the same retrieval (`/v1/retro/search`) and sent
 with `retro.retrieval: false`, so both go through the same engine, model and adapter.
 
-    python -m bench.kv_layout [--per-domain 6] [--model SmolLM2-135M-Instruct]
+    python -m bench.kv_layout [--per-domain 3] [--model SmolLM2-135M-Instruct]
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ def table(result: dict) -> tuple[str, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--per-domain", type=int, default=4, help="Questions per demo domain.")
+    parser.add_argument("--per-domain", type=int, default=3,
+                        help="Questions per demo domain (each asked in 3 wordings, in both layouts).")
     parser.add_argument("--model", default="SmolLM2-135M-Instruct",
                         help="Served model or adapter name, the same for both layouts.")
     parser.add_argument("--url", default=None, help="Use a running retro-vllm server instead of starting one.")

@@ -6,7 +6,8 @@ identical final prompt, at 1k, 10k and 100k indexed chunks, in one run.
   question; checked by equal prompt token counts). Requests alternate between the two servers.
   The split comes from retro-vllm's `Server-Timing` header; routing is timed on separate
   `model: "retro"` requests.
-- Throughput: generated tokens/s at concurrency 16 (fixed length, `ignore_eos`), at 10k chunks:
+- Throughput: generated tokens/s at concurrency 16 (16 requests in flight: the questions are
+  cycled up to the concurrency; fixed length, `ignore_eos`), at 10k chunks:
   retro-vllm as configured (its logits processor keeps citations valid on every request) and
   with retrieval-aware decoding on (`retro.bias`), each against stock vLLM in paired rounds.
   This is also the logits-processor bench: the same servers, so no second pair is started.
@@ -18,10 +19,12 @@ identical final prompt, at 1k, 10k and 100k indexed chunks, in one run.
   cache. Otherwise retro-vllm's server would count more library pages than stock vLLM's only
   because the bench itself used them.
 
-Scale: the demo's 180 real chunks (real embeddings) plus filler chunks with random unit vectors,
-published as new index versions that the running server picks up without a restart. Random
-filler is never retrieved for real questions, so prompts stay the same at every scale while the
-search pays for the whole index. Prefix caching is off on both servers so that every request
+Scale: the demo's 180 real chunks (real embeddings) plus filler chunks, published as new index
+versions that the running server picks up without a restart. Filler vectors are clustered around
+random centres, as real embeddings cluster by topic (uniform random vectors are the worst case
+for an HNSW build, which no corpus is). Random centres are far from every real question, so
+filler is not retrieved (the table counts any that was) and prompts stay the same at every scale
+while the search pays for the whole index. Prefix caching is off on both servers so that every request
 pays its prefill and the comparison isolates the plugin.
 
     python -m bench.overhead [--scales 1000 10000 100000] [--questions 30]
@@ -41,21 +44,12 @@ import httpx
 import numpy as np
 from tqdm.auto import tqdm
 
-from bench.common import (PeakMemory, RetroServer, chat, demo_config, evict_cached_libraries, final_messages, load, p,
-                          p50, pyplot, running, sdk, write_result)
+from bench.common import (PeakMemory, RetroServer, chat, clustered, demo_config, evict_cached_libraries, final_messages,
+                          isolated, load, p, p50, pyplot, running, sdk, write_result)
 from bench.stock import STOCK_VENV, StockServer
 
 MODEL = "SmolLM2-135M-Instruct"
 ENGINE = ["--no-enable-prefix-caching"]
-
-
-def isolated(function, *args):
-    """`function(*args)` in a fresh interpreter (see the module docstring: memory)."""
-    import concurrent.futures
-    import multiprocessing
-
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(function, *args).result()
 
 
 def publish_scaled(config_path: Path, total: int, real: tuple[list, np.ndarray]) -> None:
@@ -71,14 +65,14 @@ def publish_scaled(config_path: Path, total: int, real: tuple[list, np.ndarray])
     domains = config.domain_names
     rng = np.random.default_rng(0)
     filler = total - len(chunks)
+    centres = rng.standard_normal((max(filler // 100, 8), vectors.shape[1])).astype(np.float32)
     with IndexWriter(config, dimension=vectors.shape[1], embedder_id=embedder_id(embedder), fresh=True) as writer:
         writer.store.upsert(chunks, vectors)
         for start in range(0, filler, 20000):
             count = min(20000, filler - start)
             part = [Chunk(id=f"filler-{i}#0", doc_id=f"filler-{i}", text=f"Filler passage {i}.",
                           domain=domains[i % len(domains)]) for i in range(start, start + count)]
-            random = rng.standard_normal((count, vectors.shape[1])).astype(np.float32)
-            writer.store.upsert(part, random / np.linalg.norm(random, axis=1, keepdims=True))
+            writer.store.upsert(part, clustered(rng, centres, count))
         for chunk in chunks:
             writer.manifest.documents.setdefault(chunk.doc_id, DocumentEntry(chunk.domain, SOURCE_CONFIG, "", 0))
         writer.config_fingerprint = corpus_fingerprint(config)
@@ -88,12 +82,11 @@ def publish_scaled(config_path: Path, total: int, real: tuple[list, np.ndarray])
 def real_chunks(config_path: Path) -> tuple[list, np.ndarray]:
     from retro_vllm.config import load_config
     from retro_vllm.retrieval.embedder import Embedder
-    from retro_vllm.retrieval.ingest import embedder_id, ensure_index
+    from retro_vllm.retrieval.ingest import ensure_index
     from retro_vllm.retrieval.index import open_store
 
     config = load_config(config_path)
-    embedder = Embedder(config.embedder.path)
-    store = open_store(config, ensure_index(config, embedder, progress=False), embedder.dimension)
+    store = open_store(config, ensure_index(config, Embedder(config.embedder.path), progress=False), None)
     chunks = list(store.chunks())
     return chunks, store.vectors([c.id for c in chunks])
 
@@ -112,8 +105,10 @@ async def measure(retro_url: str, stock_url: str, config_path: Path, real, quest
             await search("warm-up")  # the first search after a publish loads the new version
             base = {"model": MODEL, "temperature": 0, "max_tokens": 4}
             rows = {"retro": [], "stock": []}
+            filler = 0
             for question in tqdm(questions, desc=f"TTFT at {scale} chunks", unit="q"):
                 passages = await search(question)
+                filler += sum(p["id"].startswith("filler-") for p in passages)
                 rows["retro"].append(await chat(retro, {**base, "messages": [{"role": "user", "content": question}]}))
                 rows["stock"].append(await chat(stock, {**base, "messages": final_messages(preamble, question, passages)}))
             # Routing runs only for `model: "retro"`; timed on its own, retrieval off.
@@ -127,15 +122,17 @@ async def measure(retro_url: str, stock_url: str, config_path: Path, real, quest
             results["scales"][scale] = {
                 "ttft_p50_ms": {k: p50([t.ttft_s for t in v]) * 1000 for k, v in rows.items()},
                 "added_ttft_ms": {"p50": p50(added), "p95": p(added, 0.95)},
-                "split_p50_ms": split, "questions": len(questions),
+                "split_p50_ms": split, "questions": len(questions), "filler_retrieved": filler,
                 "same_prompt": sum(r.prompt_tokens == s.prompt_tokens for r, s in zip(rows["retro"], rows["stock"])),
             }
             if scale == args.throughput_scale:
                 body = {"model": MODEL, "temperature": 0, "max_tokens": args.max_tokens, "ignore_eos": True}
-                bare = [{**body, "messages": [{"role": "user", "content": q}]} for q in questions]
+                # At least `concurrency` requests, so that many are in flight at once.
+                load_questions = [questions[i % len(questions)] for i in range(max(args.concurrency, len(questions)))]
+                bare = [{**body, "messages": [{"role": "user", "content": q}]} for q in load_questions]
                 variants = {
                     "stock": (stock, [{**body, "messages": final_messages(preamble, q, await search(q))}
-                                      for q in questions]),
+                                      for q in load_questions]),
                     "retro": (retro, bare),
                     "retro_bias": (retro, [{**b, "retro": {"bias": args.bias}} for b in bare]),
                 }
@@ -152,7 +149,7 @@ async def measure(retro_url: str, stock_url: str, config_path: Path, real, quest
                             "ratio": statistics.median(r / s for r, s in zip(rates[name], rates["stock"])),
                             "same_prompt": sum(a == b for a, b in zip(prompts[name], prompts["stock"]))}
 
-                results["throughput"] = {"scale": scale, "concurrency": args.concurrency, "questions": len(questions),
+                results["throughput"] = {"scale": scale, "concurrency": args.concurrency, "questions": len(load_questions),
                                          "max_tokens": args.max_tokens, "rounds": args.rounds,
                                          "retro_tok_s": statistics.median(rates["retro"]),
                                          "stock_tok_s": statistics.median(rates["stock"]),
@@ -204,13 +201,14 @@ def main() -> None:
 
 def table(results: dict) -> str:
     lines = ["| indexed chunks | TTFT p50 stock ms | TTFT p50 retro ms | added TTFT p50 ms | added TTFT p95 ms "
-             "| embed p50 ms | search p50 ms | prompt p50 ms | route p50 ms | same final prompt |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| embed p50 ms | search p50 ms | prompt p50 ms | route p50 ms | same final prompt | filler passages retrieved |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for scale, row in results["scales"].items():
         s = row["split_p50_ms"]
         lines.append(f"| {scale:,} | {row['ttft_p50_ms']['stock']:.0f} | {row['ttft_p50_ms']['retro']:.0f} | "
                      f"{row['added_ttft_ms']['p50']:.1f} | {row['added_ttft_ms']['p95']:.1f} | {s['embed']:.1f} | "
-                     f"{s['search']:.2f} | {s['prompt']:.1f} | {s['route']:.2f} | {row['same_prompt']}/{row['questions']} |")
+                     f"{s['search']:.2f} | {s['prompt']:.1f} | {s['route']:.2f} | {row['same_prompt']}/{row['questions']} | "
+                     f"{row.get('filler_retrieved', '-')} |")
     lines.append("")
     if "throughput" in results:
         t = results["throughput"]
@@ -238,7 +236,7 @@ def processor_table(proc: dict, t: dict) -> str:
                        (f"retro-vllm, constraint + bias {proc['bias']:g}", "constraint_bias")):
         row = proc[key]
         lines.append(f"| {label} | {row['tokens_per_s']:.1f} | {row['ratio']:.3f}x | {row['same_prompt']}/{t['questions']} |")
-    lines.append(f"\nLogits processor: {t['questions']} questions x {t['rounds']} rounds, concurrency {t['concurrency']}, "
+    lines.append(f"\nLogits processor: {t['questions']} requests (the questions, cycled) x {t['rounds']} rounds, concurrency {t['concurrency']}, "
                  f"{t['max_tokens']} tokens each (ignore_eos), greedy. Target: >= 0.97x.")
     return "\n".join(lines)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from bench.common import p, p50, pyplot, write_result
+from bench.common import clustered, p, p50, pyplot, write_result
 
 DIM = 384
 DOMAINS = ("astronomy", "cooking", "networking")
@@ -36,12 +36,8 @@ def synthetic(count: int, queries: int, seed: int = 0) -> tuple[list, np.ndarray
 
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((max(count // 100, 8), DIM)).astype(np.float32)
-    labels = rng.integers(0, len(centres), count)
-    vectors = centres[labels] + 0.6 * rng.standard_normal((count, DIM)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    picks = rng.integers(0, len(centres), queries)
-    query_vectors = centres[picks] + 0.6 * rng.standard_normal((queries, DIM)).astype(np.float32)
-    query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)
+    vectors = clustered(rng, centres, count)
+    query_vectors = clustered(rng, centres, queries)
     chunks = [Chunk(id=f"d{i}#0", doc_id=f"d{i}", text=f"synthetic {i}", domain=DOMAINS[i % len(DOMAINS)])
               for i in range(count)]
     return chunks, vectors, query_vectors
