@@ -442,7 +442,7 @@ class FaissStore:
     # -- construction -------------------------------------------------------------
     @classmethod
     def create(
-        cls, folder: Path, dimension: int, *, index: str = "auto", hnsw_above: int = 50_000, hnsw_m: int = 32,
+        cls, folder: Path, dimension: int, *, index: str = "auto", hnsw_above: int = 10_000, hnsw_m: int = 32,
         ef_construction: int = 100, ef_search: int = 128, hnsw_vectors: str = "sq8",
     ) -> "FaissStore":
         """A new empty store in `folder` (created if missing). Its files are written by `flush()`;
@@ -455,7 +455,7 @@ class FaissStore:
 
     @classmethod
     def open(
-        cls, folder: Path, *, index: str = "auto", hnsw_above: int = 50_000, hnsw_m: int = 32,
+        cls, folder: Path, *, index: str = "auto", hnsw_above: int = 10_000, hnsw_m: int = 32,
         ef_construction: int = 100, ef_search: int = 128, hnsw_vectors: str = "sq8",
     ) -> "FaissStore":
         """The store in `folder`, changing nothing there until `flush()`."""
