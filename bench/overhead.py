@@ -88,7 +88,9 @@ def real_chunks(config_path: Path) -> tuple[list, np.ndarray]:
     from retro_vllm.retrieval.index import open_store
 
     config = load_config(config_path)
-    store = open_store(config, ensure_index(config, Embedder(config.embedder.path), progress=False), None)
+    embedder = Embedder(config.embedder.path)
+    version = ensure_index(config, embedder, progress=False)
+    store = open_store(config, version, None if version.embedded else embedder.dimension)
     chunks = list(store.chunks())
     return chunks, store.vectors([c.id for c in chunks])
 

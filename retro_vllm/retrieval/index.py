@@ -152,7 +152,7 @@ def open_store(config: RetroConfig, version: IndexVersion, dimension: int | None
             options = store_options(config.retrieval) if version.backend == config.retrieval.backend else {}
             return cls.open(version.folder / STORE_DIR, **options)
         if dimension is None:
-            raise ValueError("a server store needs the embedding dimension")
+            raise IndexUnavailableError(f"connecting to the {version.backend} server needs the embedding dimension")
         return connect_server_store(config.retrieval, dimension)
     except StoreError as exc:
         raise IndexUnavailableError(str(exc)) from None

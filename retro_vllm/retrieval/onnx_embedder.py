@@ -159,7 +159,13 @@ class _TokenTable:
             raise ValueError(f"{path}: expected a C-ordered float32 matrix, got {dtype} {shape}")
         self.rows, self.width = shape
         self.row_bytes = self.width * 4
+        if path.stat().st_size < self.offset + self.rows * self.row_bytes:
+            raise ValueError(f"{path} is truncated")
         self._file = path.open("rb")  # os.pread leaves the file offset alone: safe across threads
+
+    def __del__(self) -> None:
+        if hasattr(self, "_file"):
+            self._file.close()
 
     def gather(self, ids: np.ndarray) -> np.ndarray:
         """`table[ids]` for an integer array of any shape."""
@@ -282,8 +288,15 @@ def serving_embedder(config) -> Embedder:
         if config.embedder.runtime == "onnx":
             raise RuntimeError(f"embedder.runtime is onnx but {embedder.path} could not be exported (see the log)")
         return embedder
-    return OnnxEmbedder(embedder.path, folder, batch_size=config.embedder.batch_size,
-                        threads=config.embedder.serving_threads)
+    try:
+        return OnnxEmbedder(embedder.path, folder, batch_size=config.embedder.batch_size,
+                            threads=config.embedder.serving_threads)
+    except (OSError, ValueError) as exc:  # a damaged export folder (a file missing or cut short)
+        if config.embedder.runtime == "onnx":
+            raise RuntimeError(f"embedder.runtime is onnx but the export in {folder} is unusable: {exc}") from exc
+        logger.warning("retro: the ONNX export in %s is unusable (%s); query embedding stays on "
+                       "sentence-transformers", folder, exc)
+        return embedder
 
 
 if __name__ == "__main__":

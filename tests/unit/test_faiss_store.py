@@ -110,6 +110,20 @@ def test_changed_graph_options_rebuild_at_flush(tmp_path):
     assert faiss.downcast_index(written(tmp_path / "s")[0].index).hnsw.nb_neighbors(1) == 16
 
 
+def test_a_graph_built_with_a_wider_beam_is_kept_a_narrower_one_rebuilt(tmp_path):
+    chunks, vectors = corpus(100)
+    flushed(tmp_path / "s", chunks, vectors, index="hnsw", ef_construction=200)
+
+    def beam() -> int:
+        outer = written(tmp_path / "s")[0]  # held: the inner index lives only as long as its owner
+        return faiss.downcast_index(outer.index).hnsw.efConstruction
+
+    FaissStore.open(tmp_path / "s", index="hnsw", ef_construction=100).flush()
+    assert beam() == 200  # the better graph stays
+    FaissStore.open(tmp_path / "s", index="hnsw", ef_construction=300).flush()
+    assert beam() == 300
+
+
 def graph_vectors(folder) -> str | None:
     return faiss_store._graph_vectors(written(folder)[0])
 

@@ -75,3 +75,19 @@ def test_token_table_lives_outside_the_graph(exported):
     assert np.array_equal(_TokenTable(exported / info["table"]).gather(ids), table[ids])
     with pytest.raises(ValueError, match="out of range"):
         _TokenTable(exported / info["table"]).gather(np.array([[table.shape[0]]]))
+
+
+def test_a_damaged_export_falls_back_or_refuses(tmp_path, exported):
+    damaged = tmp_path / "embedders"
+    shutil.copytree(exported.parent, damaged)
+    folder = damaged / exported.name
+    info = json.loads((folder / INFO_FILE).read_text())
+    table = folder / info["table"]
+    table.write_bytes(table.read_bytes()[:4096])  # cut short
+    with pytest.raises(ValueError, match="truncated"):
+        _TokenTable(table)
+    config = RetroConfig.model_validate({"home": str(tmp_path)})
+    assert type(serving_embedder(config)) is Embedder
+    strict = RetroConfig.model_validate({"home": str(tmp_path), "embedder": {"runtime": "onnx"}})
+    with pytest.raises(RuntimeError, match="unusable"):
+        serving_embedder(strict)

@@ -555,12 +555,11 @@ class FaissStore:
 
         with self._write_lock:
             mode = self._options.mode_for(self._count)
-            wanted_graph = (self._options.hnsw_m, self._options.ef_construction, self._options.hnsw_vectors)
             # An 8-bit graph's value ranges come from the vectors it was trained on; a store that
             # has since doubled may hold new regions (a new domain) that those ranges clip.
             outgrown = self._codes_only and self._count >= 2 * max(self._trained_on, 1)
             if (mode != self._mode or self._masked or outgrown
-                    or (mode == "hnsw" and self._graph_options() != wanted_graph)):
+                    or (mode == "hnsw" and self._graph_outdated())):
                 self._rebuild(mode)
             # Both new files are complete before either is renamed into place, so a failure while
             # writing them leaves the folder as the last flush wrote it. (The renames themselves are
@@ -606,11 +605,16 @@ class FaissStore:
         self._masked.clear()
         self._forget_filters()
 
-    def _graph_options(self) -> tuple[int, int, str | None]:
+    def _graph_outdated(self) -> bool:
+        """The graph differs from the options in degree or vectors, or was built with a narrower
+        beam than asked for. A wider beam than asked for only made a better graph: rebuilding it
+        (tens of seconds at 100k chunks, at a one-document publish) would gain nothing."""
         import faiss
 
         graph = faiss.downcast_index(self._index.index)
-        return graph.hnsw.nb_neighbors(1), graph.hnsw.efConstruction, _graph_vectors(self._index)
+        return (graph.hnsw.nb_neighbors(1) != self._options.hnsw_m
+                or _graph_vectors(self._index) != self._options.hnsw_vectors
+                or graph.hnsw.efConstruction < self._options.ef_construction)
 
     # -- reads --------------------------------------------------------------------
     def search(self, vector: np.ndarray, *, top_k: int, filters: Filters | None = None) -> list[ScoredChunk]:
