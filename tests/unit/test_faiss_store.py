@@ -101,27 +101,27 @@ def test_a_short_graph_walk_falls_back_to_exact_scoring(tmp_path, monkeypatch):
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
+def graph_beam_and_degree(folder) -> tuple[int, int]:
+    outer = written(folder)[0]  # held: the inner index lives only as long as its owner
+    graph = faiss.downcast_index(outer.index).hnsw
+    return graph.efConstruction, graph.nb_neighbors(1)
+
+
 def test_changed_graph_options_rebuild_at_flush(tmp_path):
     chunks, vectors = corpus(100)
-    store = flushed(tmp_path / "s", chunks, vectors, index="hnsw", hnsw_m=8)
-    assert faiss.downcast_index(written(tmp_path / "s")[0].index).hnsw.nb_neighbors(1) == 8
-    store = FaissStore.open(tmp_path / "s", index="hnsw", hnsw_m=16)
-    store.flush()
-    assert faiss.downcast_index(written(tmp_path / "s")[0].index).hnsw.nb_neighbors(1) == 16
+    flushed(tmp_path / "s", chunks, vectors, index="hnsw", hnsw_m=8)
+    assert graph_beam_and_degree(tmp_path / "s")[1] == 8
+    FaissStore.open(tmp_path / "s", index="hnsw", hnsw_m=16).flush()
+    assert graph_beam_and_degree(tmp_path / "s")[1] == 16
 
 
 def test_a_graph_built_with_a_wider_beam_is_kept_a_narrower_one_rebuilt(tmp_path):
     chunks, vectors = corpus(100)
     flushed(tmp_path / "s", chunks, vectors, index="hnsw", ef_construction=200)
-
-    def beam() -> int:
-        outer = written(tmp_path / "s")[0]  # held: the inner index lives only as long as its owner
-        return faiss.downcast_index(outer.index).hnsw.efConstruction
-
     FaissStore.open(tmp_path / "s", index="hnsw", ef_construction=100).flush()
-    assert beam() == 200  # the better graph stays
+    assert graph_beam_and_degree(tmp_path / "s")[0] == 200  # the better graph stays
     FaissStore.open(tmp_path / "s", index="hnsw", ef_construction=300).flush()
-    assert beam() == 300
+    assert graph_beam_and_degree(tmp_path / "s")[0] == 300
 
 
 def graph_vectors(folder) -> str | None:
