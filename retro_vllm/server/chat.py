@@ -13,7 +13,7 @@ from fastapi import Request
 from retro_vllm import compat
 from retro_vllm.decoding.prompt import assemble_messages, last_user_text
 from retro_vllm.retrieval.types import Passage
-from retro_vllm.server.context import fit_to_context
+from retro_vllm.server.context import ChatTokens, fit_to_context
 from retro_vllm.server.errors import RetroHTTPError, error_response
 from retro_vllm.server.prompt_adapters import active, refuse_client_embeds
 from retro_vllm.server.respond import respond, validate_for_vllm
@@ -44,10 +44,10 @@ async def create_chat_completion(raw_request: Request) -> Any:
         if controls.retrieval:
             preamble = state.preamble(route.domain)
             with timings.measure("prompt"):
+                count = ChatTokens(state, raw_request.app.state, body, extra_tokens=virtual)
                 body["messages"], passages, dropped = await fit_to_context(
-                    state, body, passages, lambda kept: assemble_messages(messages, preamble, kept),
-                    lambda rendered: state.count_chat_tokens(rendered) + virtual,
-                )
+                    state, body, passages, lambda kept: assemble_messages(messages, preamble, kept), count)
+                count.hand_over(body)
                 attach(body, decoding_args(state, body, controls, route.domain, [passages]))
         request = validate_for_vllm(compat.ChatCompletionRequest, body)
     except RetroHTTPError as exc:

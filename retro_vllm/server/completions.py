@@ -7,6 +7,7 @@ preamble + numbered passages + the client's text. Token-id prompts pass through 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import Request
@@ -76,7 +77,7 @@ async def create_completion(raw_request: Request) -> Any:
                 with timings.measure("prompt"):
                     text, passages, dropped = await fit_to_context(
                         state, body, passages, lambda kept, p=prompt: completion_prompt(preamble, kept, p),
-                        lambda text: state.count_text_tokens(text) + virtual,
+                        lambda text: _count_text_tokens(state, text, virtual),
                     )
                 rendered.append(text)
                 per_prompt.append(passages)
@@ -98,6 +99,10 @@ async def create_completion(raw_request: Request) -> Any:
         return per_prompt[index // n] if per_prompt and index // n < len(per_prompt) else []
 
     return await _generate(request, raw_request, summary, passages_for_choice, timings, soft)
+
+
+async def _count_text_tokens(state: RetroState, text: str, extra: int) -> int:
+    return await asyncio.to_thread(state.count_text_tokens, text) + extra
 
 
 @compat.with_cancellation

@@ -7,17 +7,23 @@ long on its own is (vLLM would refuse it anyway).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+import logging
+from typing import Any, Awaitable, Callable
 
+from pydantic import ValidationError
+
+from retro_vllm import compat
 from retro_vllm.decoding.prompt import order_passages
 from retro_vllm.retrieval.types import Passage, ScoredChunk
 from retro_vllm.server.errors import RetroHTTPError
 
+logger = logging.getLogger(__name__)
+
 Render = Callable[[list[Passage]], Any]
-Count = Callable[[Any], int]
+Count = Callable[[Any], Awaitable[int]]
 
 
-def fit_passages(
+async def fit_passages(
     passages: list[Passage], render: Render, count: Count, budget: int
 ) -> tuple[Any, list[Passage], list[Passage]]:
     """Returns (rendered prompt, passages kept, passages dropped). Kept passages are
@@ -26,7 +32,7 @@ def fit_passages(
     dropped: list[Passage] = []
     while True:
         prompt = render(kept)
-        if count(prompt) <= budget:
+        if await count(prompt) <= budget:
             return prompt, kept, dropped
         if not kept:
             raise RetroHTTPError(
@@ -54,4 +60,61 @@ async def fit_to_context(state, body: dict[str, Any], passages: list[Passage], r
     budget = state.prompt_budget(output_reserve(body, state.config.serving.reserve_tokens))
     if budget is None:
         return render(passages), passages, []
-    return await asyncio.to_thread(fit_passages, passages, render, count, budget)
+    return await fit_passages(passages, render, count, budget)
+
+
+class ChatTokens:
+    """Counts a conversation's prompt tokens the way vLLM will see them, by vLLM's own chat
+    rendering (the server's chat template and options, the request's template options, vLLM's
+    tokenizer), and hands the token ids of the conversation finally sent on to vLLM, which then
+    neither renders nor tokenizes it a second time. Without a renderer, or when vLLM's renderer
+    refuses the request (it will refuse it again, with its own error), the count falls back to
+    the server's tokenizer and nothing is handed over."""
+
+    def __init__(self, state, app_state, body: dict[str, Any], extra_tokens: int = 0):
+        self.state, self.body, self.extra_tokens = state, body, extra_tokens
+        self.renderer = compat.chat_renderer(app_state)
+        self._counted: tuple[Any, list[int]] | None = None  # (messages, their ids)
+
+    async def __call__(self, messages: list[dict]) -> int:
+        self._counted = None
+        # Media would be fetched and processed twice, and vLLM renders such messages itself anyway.
+        text_only = all(isinstance(m.get("content"), (str, type(None))) for m in messages)
+        count = await self._count_by_vllm(messages) if self.renderer is not None and text_only else None
+        if count is None:
+            count = await asyncio.to_thread(self.state.count_chat_tokens, messages)
+        return count + self.extra_tokens
+
+    async def _count_by_vllm(self, messages: list[dict]) -> int | None:
+        try:
+            request = compat.ChatCompletionRequest.model_validate({**self.body, "messages": messages})
+            result = await self.renderer.render_chat(request)
+        except ValidationError:  # the request itself is invalid: vLLM's validation reports it later
+            return None
+        except compat.VLLMValidationError as exc:
+            if exc.parameter == "input_tokens" and isinstance(exc.value, int):
+                return exc.value  # longer than vLLM allows at all
+            return None
+        except Exception:  # noqa: BLE001 - counting must not fail a request vLLM may still serve
+            logger.debug("retro: vLLM's chat renderer failed; counting with the server's tokenizer", exc_info=True)
+            return None
+        if isinstance(result, compat.ErrorResponse):
+            return None
+        _conversation, inputs = result
+        ids = inputs[0].get("prompt_token_ids") if len(inputs) == 1 and isinstance(inputs[0], dict) else None
+        if not isinstance(ids, list) or not ids:
+            return None
+        self._counted = (messages, ids)
+        return len(ids)
+
+    def hand_over(self, body: dict[str, Any]) -> None:
+        """Puts the ids of `body["messages"]` in the request when they are what was counted."""
+        if self._counted is None or self._counted[0] is not body.get("messages"):
+            return
+        if body.get("echo") or body.get("return_prompt_text"):
+            return  # both need vLLM to render the messages itself
+        field, key = compat.PROMPT_TOKEN_IDS_FIELD
+        current = body.get(field)
+        if current is not None and (not isinstance(current, dict) or key in current):
+            return  # not ours to mend (vLLM reports it) or to replace (a client's own ids)
+        body[field] = {**(current or {}), key: list(self._counted[1])}

@@ -1,6 +1,8 @@
+import asyncio
+
 import pytest
 
-from retro_vllm.decoding.prompt import order_passages, system_text
+from retro_vllm.decoding.prompt import message_text, order_passages, system_text
 from retro_vllm.retrieval.types import Chunk, ScoredChunk
 from retro_vllm.server.context import fit_passages, output_reserve
 from retro_vllm.server.errors import RetroHTTPError
@@ -12,8 +14,12 @@ def passages():
     return order_passages(hits)
 
 
-def count_words(text: str) -> int:
+async def count_words(text: str) -> int:
     return len(text.split())
+
+
+def fit(*args, **kwargs):
+    return asyncio.run(fit_passages(*args, **kwargs))
 
 
 def render(kept):
@@ -21,13 +27,13 @@ def render(kept):
 
 
 def test_everything_fits_nothing_dropped():
-    prompt, kept, dropped = fit_passages(passages(), render, count_words, budget=10_000)
+    prompt, kept, dropped = fit(passages(), render, count_words, budget=10_000)
     assert [p.chunk.id for p in kept] == ["a#0", "b#0", "c#0"] and dropped == []
 
 
 def test_lowest_scored_dropped_first_and_kept_renumbered():
-    full = count_words(render(passages()))
-    prompt, kept, dropped = fit_passages(passages(), render, count_words, budget=full - 1)
+    full = len(render(passages()).split())
+    prompt, kept, dropped = fit(passages(), render, count_words, budget=full - 1)
     assert [p.chunk.id for p in dropped] == ["b#0"]
     assert [(p.rank, p.chunk.id) for p in kept] == [(1, "a#0"), (2, "c#0")]
     assert "[2] c" in prompt
@@ -35,7 +41,7 @@ def test_lowest_scored_dropped_first_and_kept_renumbered():
 
 def test_conversation_alone_too_long_is_a_400():
     with pytest.raises(RetroHTTPError) as info:
-        fit_passages(passages(), render, count_words, budget=2)
+        fit(passages(), render, count_words, budget=2)
     assert info.value.status == 400 and info.value.code == "context_length_exceeded"
 
 
@@ -43,3 +49,81 @@ def test_output_reserve_prefers_request_values():
     assert output_reserve({"max_tokens": 50}, 256) == 50
     assert output_reserve({"max_completion_tokens": 70, "max_tokens": 50}, 256) == 70
     assert output_reserve({}, 256) == 256
+
+
+class FakeState:
+    """The server's own tokenizer path: one token per word of the messages."""
+
+    @staticmethod
+    def count_chat_tokens(messages):
+        return sum(len(message_text(m["content"]).split()) for m in messages)
+
+
+class FakeRenderer:
+    """Stands in for vLLM's OnlineRenderer.render_chat (the real one is exercised against stock
+    vLLM in tests/integration/test_stock_parity.py)."""
+
+    def __init__(self, outcome):
+        self.outcome = outcome
+
+    async def render_chat(self, request):
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return [], [{"type": "token", "prompt_token_ids": self.outcome}]
+
+
+def chat_tokens(outcome, body=None, extra=0):
+    from types import SimpleNamespace
+
+    from retro_vllm.server.context import ChatTokens
+
+    app_state = SimpleNamespace(openai_serving_chat=SimpleNamespace(online_renderer=FakeRenderer(outcome)))
+    return ChatTokens(FakeState(), app_state, body or {"model": "m"}, extra_tokens=extra)
+
+
+MESSAGES = [{"role": "user", "content": "three words here"}]
+
+
+def test_counts_by_vllms_rendering_and_hands_over_those_ids():
+    count = chat_tokens([5, 6, 7, 8, 9], extra=2)
+    assert asyncio.run(count(MESSAGES)) == 7
+    body = {"messages": MESSAGES, "kv_transfer_params": {"other": 1}}
+    count.hand_over(body)
+    assert body["kv_transfer_params"] == {"other": 1, "prompt_token_ids": [5, 6, 7, 8, 9]}
+
+
+def test_hands_over_nothing_for_other_messages_echo_or_prompt_text():
+    count = chat_tokens([5, 6])
+    asyncio.run(count(MESSAGES))
+    for body in ({"messages": list(MESSAGES)}, {"messages": MESSAGES, "echo": True},
+                 {"messages": MESSAGES, "return_prompt_text": True}, {"messages": MESSAGES, "kv_transfer_params": "x"},
+                 {"messages": MESSAGES, "kv_transfer_params": {"prompt_token_ids": [1]}}):
+        before = dict(body)
+        count.hand_over(body)
+        assert body == before
+
+
+def test_a_renderer_refusal_falls_back_to_the_servers_tokenizer_and_hands_over_nothing():
+    from retro_vllm.compat import VLLMValidationError
+
+    count = chat_tokens(VLLMValidationError("bad tool choice", parameter="tool_choice"))
+    assert asyncio.run(count(MESSAGES)) == 3
+    body = {"messages": MESSAGES}
+    count.hand_over(body)
+    assert "kv_transfer_params" not in body
+
+
+def test_too_long_for_vllm_counts_as_its_reported_length():
+    from retro_vllm.compat import VLLMValidationError
+
+    count = chat_tokens(VLLMValidationError("too long", parameter="input_tokens", value=4097))
+    assert asyncio.run(count(MESSAGES)) == 4097
+
+
+def test_messages_with_content_parts_are_counted_by_the_servers_tokenizer():
+    count = chat_tokens([5, 6])
+    parts = [{"role": "user", "content": [{"type": "text", "text": "two words"}]}]
+    assert asyncio.run(count(parts)) == 2
+    body = {"messages": parts}
+    count.hand_over(body)
+    assert "kv_transfer_params" not in body
