@@ -187,13 +187,12 @@ async def route_and_retrieve(
         return route, []
     top_k = controls.top_k or state.config.retrieval.top_k
     try:
-        if vector is None:
-            with timings.measure("embed"):
-                vector = await asyncio.to_thread(state.retriever.embed_query, query)
-        with timings.measure("search"):
-            hits = await search_with_timeout(
-                state, query, top_k=top_k, domain=route.domain, filters=controls.filters, vector=vector, fault=fault
-            )
+        # Unless routing embedded it already, the query is embedded on the search's worker
+        # thread: one thread hop (a thread and an event-loop wake-up) instead of two.
+        hits = await search_with_timeout(
+            state, query, top_k=top_k, domain=route.domain, filters=controls.filters, vector=vector, fault=fault,
+            timings=timings,
+        )
     except RetroHTTPError:
         if state.config.retrieval.on_error == "degrade":
             return replace(route, retrieval="degraded"), []
@@ -201,21 +200,46 @@ async def route_and_retrieve(
     return route, order_passages(hits)
 
 
-async def search_with_timeout(state: RetroState, query: str, *, fault: str | None = None, **kwargs) -> list:
-    """The retriever's search, bounded by `retrieval.timeout_s`; any store fault or a timeout
-    becomes a 503 (the caller may degrade instead). The search thread of a timed-out call
-    finishes on its own; the request does not wait for it."""
+class _EmbeddingFailed(Exception):
+    """Carries an embedder error out of the search thread, so it is not taken for a store fault."""
+
+
+async def search_with_timeout(state: RetroState, query: str, *, fault: str | None = None,
+                              vector: Any = None, timings: Timings | None = None, **kwargs) -> list:
+    """The retriever's search (the query embedded first when `vector` is None), bounded by
+    `retrieval.timeout_s`, embedding included; any store fault or a timeout becomes a 503 (the
+    caller may degrade instead); an embedder error stays what it is. The thread of a timed-out
+    call finishes on its own; the request does not wait for it."""
     timeout = state.config.retrieval.timeout_s
+    # The thread keeps its embedding time to itself: a thread that outlives its timeout must not
+    # write to the request's timings while the response reads them. `search` is the rest of the hop.
+    embed_ms = [0.0]
 
     def run():
+        query_vector = vector
+        if query_vector is None:
+            start = time.perf_counter()
+            try:
+                query_vector = state.retriever.embed_query(query)
+            except Exception as exc:
+                raise _EmbeddingFailed() from exc
+            embed_ms[0] = (time.perf_counter() - start) * 1000
         if fault == "store_error":
             raise RuntimeError("injected store fault (RETRO_VLLM_TEST_FAULTS)")
         if fault == "store_sleep":
             time.sleep(timeout + 1)
-        return state.retriever.search(query, **kwargs)
+        return state.retriever.search(query, vector=query_vector, **kwargs)
 
     try:
-        return await asyncio.wait_for(asyncio.to_thread(run), timeout)
+        start = time.perf_counter()
+        hits = await asyncio.wait_for(asyncio.to_thread(run), timeout)
+        if timings is not None:
+            if vector is None:
+                timings.record("embed", embed_ms[0])
+            timings.record("search", (time.perf_counter() - start) * 1000 - embed_ms[0])
+        return hits
+    except _EmbeddingFailed as exc:
+        raise exc.__cause__ from None
     except asyncio.TimeoutError:
         logger.error("retrieval timed out after %.1f s", timeout)
         raise RetroHTTPError(503, f"vector store did not answer within {timeout:g} s", code="retrieval_unavailable") from None

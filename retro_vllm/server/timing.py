@@ -19,7 +19,10 @@ class Timings:
         try:
             yield
         finally:
-            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - start) * 1000
+            self.record(name, (time.perf_counter() - start) * 1000)
+
+    def record(self, name: str, ms: float) -> None:
+        self.ms[name] = self.ms.get(name, 0.0) + ms
 
     def header(self) -> dict[str, str]:
         if not self.ms:

@@ -77,3 +77,37 @@ def test_retrieval_off_is_reported_as_disabled():
     s = state("fail", "raise")
     route, passages = asyncio.run(route_and_retrieve(s, {}, "q", RetroControls(retrieval=False), ModelChoice()))
     assert route.retrieval == "disabled" and passages == []
+
+
+def test_an_embedder_error_is_not_taken_for_a_store_fault():
+    s = state("degrade", "raise")
+
+    def broken(query):
+        raise RuntimeError("embedder exploded")
+
+    s.retriever.embed_query = broken
+    with pytest.raises(RuntimeError, match="embedder exploded"):  # not a degraded answer, not a 503
+        asyncio.run(route_and_retrieve(s, {}, "what is dns?", RetroControls(domain="net"), ModelChoice()))
+
+
+def test_embedding_and_search_are_timed_apart_in_one_hop():
+    from retro_vllm.server.timing import Timings
+
+    s = state("fail", "sleep")
+    s.retriever.released.set()  # the store answers at once
+    threads = []
+
+    def embed(query):
+        threads.append(threading.get_ident())
+        time.sleep(0.05)
+        return np.ones(4, np.float32) / 2
+
+    def search(query, **kwargs):
+        threads.append(threading.get_ident())
+        return []
+
+    s.retriever.embed_query, s.retriever.search = embed, search
+    timings = Timings()
+    asyncio.run(route_and_retrieve(s, {}, "what is dns?", RetroControls(domain="net"), ModelChoice(), timings))
+    assert len(threads) == 2 and threads[0] == threads[1]  # one worker thread did both
+    assert timings.ms["embed"] >= 50 and timings.ms["search"] >= 0  # the sleep is recorded as embedding
