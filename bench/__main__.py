@@ -38,6 +38,10 @@ def load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def se(measure: dict) -> str:
+    return f" (SE {measure['se']:.1f})" if "se" in measure else ""
+
+
 def summary_rows() -> list[tuple[str, str, str, str, str]]:
     """(bench, measure, retro-vllm, baseline, ratio / target)."""
     rows = []
@@ -46,13 +50,14 @@ def summary_rows() -> list[tuple[str, str, str, str, str]]:
         for scale, row in overhead["scales"].items():
             rows.append(("overhead", f"added TTFT p50 / p95 at {int(scale):,} chunks",
                          f"{row['ttft_p50_ms']['retro']:.0f} ms", f"{row['ttft_p50_ms']['stock']:.0f} ms (stock vLLM)",
-                         f"{row['added_ttft_ms']['p50']:+.1f} / {row['added_ttft_ms']['p95']:+.1f} ms (target p50 <= 10 ms at 10k)"))
+                         f"{row['added_ttft_ms']['p50']:+.1f}{se(row['added_ttft_ms'])} / {row['added_ttft_ms']['p95']:+.1f} ms "
+                         "(target p50 <= 10 ms at 10k)"))
             if "added_api_side_ms" in row:
                 api = row["api_side_p50_ms"]
                 rows.append(("overhead", f"added API-side time p50 / p95 at {int(scale):,} chunks (TTFT less the "
                              "engine's queue + prefill)", f"{api['retro']:.1f} ms", f"{api['stock']:.1f} ms (stock vLLM)",
-                             f"{row['added_api_side_ms']['p50']:+.1f} / {row['added_api_side_ms']['p95']:+.1f} ms "
-                             "(target p50 <= 10 ms at 10k)"))
+                             f"{row['added_api_side_ms']['p50']:+.1f}{se(row['added_api_side_ms'])} / "
+                             f"{row['added_api_side_ms']['p95']:+.1f} ms (target p50 <= 10 ms at 10k)"))
         if "throughput" in overhead:
             t = overhead["throughput"]
             rows.append(("overhead", f"generated tok/s, concurrency {t['concurrency']}", f"{t['retro_tok_s']:.1f}",
