@@ -71,8 +71,17 @@ class ChatTokens:
     refuses the request (it will refuse it again, with its own error), the count falls back to
     the server's tokenizer and nothing is handed over."""
 
+    # Request fields that would make vLLM's rendering count something other than the whole
+    # prompt: its truncation (the fit must see the untruncated length, and vLLM must truncate
+    # itself) and a client's own prompt ids (which vLLM would count instead of the messages).
+    UNCOUNTED = ("truncate_prompt_tokens", "truncation_side")
+
     def __init__(self, state, app_state, body: dict[str, Any], extra_tokens: int = 0):
-        self.state, self.body, self.extra_tokens = state, body, extra_tokens
+        self.state, self.extra_tokens = state, extra_tokens
+        self.body = {k: v for k, v in body.items() if k not in self.UNCOUNTED}
+        field, key = compat.PROMPT_TOKEN_IDS_FIELD
+        if isinstance(body.get(field), dict) and key in body[field]:
+            self.body[field] = {k: v for k, v in body[field].items() if k != key}
         self.renderer = compat.chat_renderer(app_state)
         self._counted: tuple[Any, list[int]] | None = None  # (messages, their ids)
 
@@ -111,8 +120,8 @@ class ChatTokens:
         """Puts the ids of `body["messages"]` in the request when they are what was counted."""
         if self._counted is None or self._counted[0] is not body.get("messages"):
             return
-        if body.get("echo") or body.get("return_prompt_text"):
-            return  # both need vLLM to render the messages itself
+        if body.get("echo") or body.get("return_prompt_text") or body.get("truncate_prompt_tokens") is not None:
+            return  # each needs vLLM to render (and truncate) the messages itself
         field, key = compat.PROMPT_TOKEN_IDS_FIELD
         current = body.get(field)
         if current is not None and (not isinstance(current, dict) or key in current):

@@ -191,7 +191,7 @@ async def route_and_retrieve(
         # thread: one thread hop (a thread and an event-loop wake-up) instead of two.
         hits = await search_with_timeout(
             state, query, top_k=top_k, domain=route.domain, filters=controls.filters, vector=vector, fault=fault,
-            timings=timings,
+            timings=timings, embed_first=True,
         )
     except RetroHTTPError:
         if state.config.retrieval.on_error == "degrade":
@@ -204,20 +204,22 @@ class _EmbeddingFailed(Exception):
     """Carries an embedder error out of the search thread, so it is not taken for a store fault."""
 
 
-async def search_with_timeout(state: RetroState, query: str, *, fault: str | None = None,
-                              vector: Any = None, timings: Timings | None = None, **kwargs) -> list:
-    """The retriever's search (the query embedded first when `vector` is None), bounded by
-    `retrieval.timeout_s`, embedding included; any store fault or a timeout becomes a 503 (the
-    caller may degrade instead); an embedder error stays what it is. The thread of a timed-out
-    call finishes on its own; the request does not wait for it."""
+async def search_with_timeout(state: RetroState, query: str, *, fault: str | None = None, vector: Any = None,
+                              embed_first: bool = False, timings: Timings | None = None, **kwargs) -> list:
+    """The retriever's search, bounded by `retrieval.timeout_s`; any store fault or a timeout
+    becomes a 503 (the caller may degrade instead). The thread of a timed-out call finishes on
+    its own; the request does not wait for it. `embed_first`: embed the query (when `vector` is
+    None) on the same thread, before the search and within the timeout, timed as `embed`; an
+    embedder error stays what it is. Otherwise the retriever embeds only if its search needs it."""
     timeout = state.config.retrieval.timeout_s
     # The thread keeps its embedding time to itself: a thread that outlives its timeout must not
     # write to the request's timings while the response reads them. `search` is the rest of the hop.
     embed_ms = [0.0]
+    embeds = embed_first and vector is None
 
     def run():
         query_vector = vector
-        if query_vector is None:
+        if embeds:
             start = time.perf_counter()
             try:
                 query_vector = state.retriever.embed_query(query)
@@ -230,22 +232,29 @@ async def search_with_timeout(state: RetroState, query: str, *, fault: str | Non
             time.sleep(timeout + 1)
         return state.retriever.search(query, vector=query_vector, **kwargs)
 
+    timings = timings or Timings()
+    start = time.perf_counter()
+
+    def elapsed_ms() -> float:  # read on the event loop, so never racing the thread
+        return (time.perf_counter() - start) * 1000
+
     try:
-        start = time.perf_counter()
         hits = await asyncio.wait_for(asyncio.to_thread(run), timeout)
-        if timings is not None:
-            if vector is None:
-                timings.record("embed", embed_ms[0])
-            timings.record("search", (time.perf_counter() - start) * 1000 - embed_ms[0])
-        return hits
     except _EmbeddingFailed as exc:
         raise exc.__cause__ from None
     except asyncio.TimeoutError:
+        timings.record("search", elapsed_ms())
         logger.error("retrieval timed out after %.1f s", timeout)
-        raise RetroHTTPError(503, f"vector store did not answer within {timeout:g} s", code="retrieval_unavailable") from None
+        what = "query embedding and search did not finish" if embeds else "vector store did not answer"
+        raise RetroHTTPError(503, f"{what} within {timeout:g} s", code="retrieval_unavailable") from None
     except Exception as exc:  # any store fault: this request fails cleanly, the server serves on
+        timings.record("search", elapsed_ms())
         logger.exception("retrieval failed")
         raise RetroHTTPError(503, f"vector store unavailable: {exc}", code="retrieval_unavailable") from None
+    if embeds:
+        timings.record("embed", embed_ms[0])
+    timings.record("search", elapsed_ms() - embed_ms[0])
+    return hits
 
 
 def _take_store_fault(body: dict[str, Any]) -> str | None:

@@ -65,8 +65,10 @@ class FakeRenderer:
 
     def __init__(self, outcome):
         self.outcome = outcome
+        self.requests = []
 
     async def render_chat(self, request):
+        self.requests.append(request)
         if isinstance(self.outcome, Exception):
             raise self.outcome
         return [], [{"type": "token", "prompt_token_ids": self.outcome}]
@@ -97,6 +99,7 @@ def test_hands_over_nothing_for_other_messages_echo_or_prompt_text():
     asyncio.run(count(MESSAGES))
     for body in ({"messages": list(MESSAGES)}, {"messages": MESSAGES, "echo": True},
                  {"messages": MESSAGES, "return_prompt_text": True}, {"messages": MESSAGES, "kv_transfer_params": "x"},
+                 {"messages": MESSAGES, "truncate_prompt_tokens": 10},
                  {"messages": MESSAGES, "kv_transfer_params": {"prompt_token_ids": [1]}}):
         before = dict(body)
         count.hand_over(body)
@@ -127,3 +130,13 @@ def test_messages_with_content_parts_are_counted_by_the_servers_tokenizer():
     body = {"messages": parts}
     count.hand_over(body)
     assert "kv_transfer_params" not in body
+
+
+def test_counts_the_untruncated_prompt_without_a_clients_own_ids():
+    body = {"model": "m", "truncate_prompt_tokens": 3, "truncation_side": "left",
+            "kv_transfer_params": {"prompt_token_ids": [1, 2], "other": 1}}
+    count = chat_tokens([5, 6, 7, 8], body=body)
+    assert asyncio.run(count(MESSAGES)) == 4
+    (request,) = count.renderer.requests
+    assert request.truncate_prompt_tokens is None and request.kv_transfer_params == {"other": 1}
+    assert body["kv_transfer_params"] == {"prompt_token_ids": [1, 2], "other": 1}  # the client's request is untouched

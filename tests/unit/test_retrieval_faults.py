@@ -111,3 +111,14 @@ def test_embedding_and_search_are_timed_apart_in_one_hop():
     asyncio.run(route_and_retrieve(s, {}, "what is dns?", RetroControls(domain="net"), ModelChoice(), timings))
     assert len(threads) == 2 and threads[0] == threads[1]  # one worker thread did both
     assert timings.ms["embed"] >= 50 and timings.ms["search"] >= 0  # the sleep is recorded as embedding
+
+
+def test_the_search_route_leaves_embedding_to_the_retriever():
+    s = state("fail", "sleep")
+    s.retriever.released.set()
+
+    def broken(query):
+        raise RuntimeError("not needed by a keyword search")
+
+    s.retriever.embed_query = broken  # a search that needs no vector never calls it
+    assert asyncio.run(search_with_timeout(s, "q", top_k=3)) == []
