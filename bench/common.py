@@ -296,37 +296,39 @@ class EngineSpan:
     then prefilled), from the server's own Prometheus histograms (`vllm:request_queue_time_seconds`,
     `vllm:request_prefill_time_seconds`), read before and after the request. The time to the first
     token minus this span is what the API-server process added: HTTP, rendering, tokenization and,
-    for retro-vllm, retrieval. Two servers given the same prompt do the same engine work, but a
-    ~2 s prefill varies by ~1% between runs; taking it out leaves the API-side difference."""
+    for retro-vllm, retrieval. The span holds the engine-side part of retro-vllm's work too (its
+    logits processor's set-up and first step), so benches report the span's difference as well."""
 
-    NAMES = {"vllm:request_queue_time_seconds": "queue", "vllm:request_prefill_time_seconds": "prefill",
-             "vllm:request_success": "finished"}
+    NAMES = {"vllm:request_queue_time_seconds": "queue", "vllm:request_prefill_time_seconds": "prefill"}
 
     def __init__(self, http: httpx.AsyncClient, url: str):
         self.http, self.url = http, url
 
     async def totals(self) -> dict[str, float]:
+        """Sums (seconds) and counts (requests) of both histograms, over all label sets."""
         from prometheus_client.parser import text_string_to_metric_families
 
         text = (await self.http.get(f"{self.url}/metrics")).text
-        totals = dict.fromkeys(self.NAMES.values(), 0.0)
+        totals: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
             name = self.NAMES.get(family.name)
             for sample in family.samples if name else ():
-                if sample.name.endswith("_sum") or (name == "finished" and sample.name.endswith("_total")):
-                    totals[name] += sample.value
+                for suffix in ("_sum", "_count"):
+                    if sample.name.endswith(suffix):
+                        totals[name + suffix] = totals.get(name + suffix, 0.0) + sample.value
         return totals
 
     async def since(self, before: dict[str, float], timeout_s: float = 10.0) -> float:
         """Queue + prefill seconds of the one request finished since `before`. The histograms are
-        updated just after the response ends, so this waits for the finished count to move."""
+        updated just after the response ends, so this waits for both counts to move by one."""
         deadline = time.monotonic() + timeout_s
         while True:
             now = await self.totals()
-            if now["finished"] > before["finished"]:
-                if now["finished"] - before["finished"] != 1:
-                    raise RuntimeError(f"{self.url}: expected one finished request, saw {now['finished'] - before['finished']:g}")
-                return (now["queue"] - before["queue"]) + (now["prefill"] - before["prefill"])
+            moved = {name: now.get(f"{name}_count", 0) - before.get(f"{name}_count", 0) for name in self.NAMES.values()}
+            if all(n == 1 for n in moved.values()):
+                return sum(now[f"{name}_sum"] - before.get(f"{name}_sum", 0.0) for name in self.NAMES.values())
+            if any(n > 1 for n in moved.values()):
+                raise RuntimeError(f"{self.url}: expected one finished request, saw {moved}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.url}: vLLM's request metrics did not move (stats logging off?)")
             await asyncio.sleep(0.005)
