@@ -33,6 +33,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from retro_vllm.config import FaissSection
 from retro_vllm.retrieval.stores.base import Filters, StoreError, matches
 from retro_vllm.retrieval.stores.embedded import (
     META_FILE,
@@ -46,6 +47,7 @@ from retro_vllm.retrieval.stores.embedded import (
 from retro_vllm.retrieval.types import Chunk, ScoredChunk
 
 BACKEND = "faiss"
+_DEFAULTS = FaissSection()  # the options' defaults live in the configuration, once
 INDEX_FILE = "index.faiss"
 CHUNKS_FILE = "chunks.sqlite"
 SCRATCH_FILE = CHUNKS_FILE + ".tmp"
@@ -442,8 +444,9 @@ class FaissStore:
     # -- construction -------------------------------------------------------------
     @classmethod
     def create(
-        cls, folder: Path, dimension: int, *, index: str = "auto", hnsw_above: int = 10_000, hnsw_m: int = 32,
-        ef_construction: int = 100, ef_search: int = 128, hnsw_vectors: str = "sq8",
+        cls, folder: Path, dimension: int, *, index: str = _DEFAULTS.index, hnsw_above: int = _DEFAULTS.hnsw_above,
+        hnsw_m: int = _DEFAULTS.hnsw_m, ef_construction: int = _DEFAULTS.ef_construction,
+        ef_search: int = _DEFAULTS.ef_search, hnsw_vectors: str = _DEFAULTS.hnsw_vectors,
     ) -> "FaissStore":
         """A new empty store in `folder` (created if missing). Its files are written by `flush()`;
         writes before that go to the scratch file `chunks.sqlite.tmp`."""
@@ -455,8 +458,9 @@ class FaissStore:
 
     @classmethod
     def open(
-        cls, folder: Path, *, index: str = "auto", hnsw_above: int = 10_000, hnsw_m: int = 32,
-        ef_construction: int = 100, ef_search: int = 128, hnsw_vectors: str = "sq8",
+        cls, folder: Path, *, index: str = _DEFAULTS.index, hnsw_above: int = _DEFAULTS.hnsw_above,
+        hnsw_m: int = _DEFAULTS.hnsw_m, ef_construction: int = _DEFAULTS.ef_construction,
+        ef_search: int = _DEFAULTS.ef_search, hnsw_vectors: str = _DEFAULTS.hnsw_vectors,
     ) -> "FaissStore":
         """The store in `folder`, changing nothing there until `flush()`."""
         import faiss

@@ -34,6 +34,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from retro_vllm.config import QdrantEdgeSection
 from retro_vllm.retrieval.stores.base import TOP_LEVEL_KEYS, Filters, StoreError
 from retro_vllm.retrieval.stores.embedded import (
     checked_query,
@@ -46,6 +47,7 @@ from retro_vllm.retrieval.stores.embedded import (
 from retro_vllm.retrieval.types import Chunk, ScoredChunk
 
 BACKEND = "qdrant-edge"
+_DEFAULTS = QdrantEdgeSection()  # the options' defaults live in the configuration, once
 FULL_SCAN_KB = 10_000
 """Filtered searches whose matching vectors take less than this are exact scans (Qdrant's default)."""
 SCROLL_PAGE = 1000
@@ -71,7 +73,8 @@ class QdrantEdgeStore:
     # -- construction -------------------------------------------------------------
     @classmethod
     def create(
-        cls, folder: Path, dimension: int, *, hnsw_m: int = 16, ef_construct: int = 100, ef_search: int = 128
+        cls, folder: Path, dimension: int, *, hnsw_m: int = _DEFAULTS.hnsw_m, ef_construct: int = _DEFAULTS.ef_construct,
+        ef_search: int = _DEFAULTS.ef_search
     ) -> "QdrantEdgeStore":
         from qdrant_edge import EdgeShard, PayloadSchemaType, UpdateOperation
 
@@ -90,7 +93,8 @@ class QdrantEdgeStore:
 
     @classmethod
     def open(
-        cls, folder: Path, *, hnsw_m: int = 16, ef_construct: int = 100, ef_search: int = 128
+        cls, folder: Path, *, hnsw_m: int = _DEFAULTS.hnsw_m, ef_construct: int = _DEFAULTS.ef_construct,
+        ef_search: int = _DEFAULTS.ef_search
     ) -> "QdrantEdgeStore":
         meta = read_meta(folder, BACKEND)
         try:
