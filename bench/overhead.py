@@ -99,7 +99,7 @@ def real_chunks(config_path: Path) -> tuple[list, np.ndarray]:
     config = load_config(config_path)
     embedder = Embedder(config.embedder.path)
     version = ensure_index(config, embedder, progress=False)
-    store = open_store(config, version, None if version.embedded else embedder.dimension)
+    store = open_store(config, version, lambda: embedder.dimension)
     chunks = list(store.chunks())
     return chunks, store.vectors([c.id for c in chunks])
 

@@ -102,9 +102,9 @@ def _prepare_index(config):
     try:
         embedder = Embedder(config.embedder.path, batch_size=config.embedder.batch_size)
         version = ensure_index(config, embedder, progress=True)
-        # Asking the embedder for its dimension loads torch and the model (seconds of every start);
-        # an embedded store knows its own.
-        store = open_store(config, version, None if version.embedded else embedder.dimension)
+        # Asked lazily: the embedder's dimension loads torch and the model (seconds of every start),
+        # and an embedded store knows its own.
+        store = open_store(config, version, lambda: embedder.dimension)
         store.health()
         if not store.count():
             typer.secho("retro-vllm: the index has no passages; answers will come without sources", err=True)

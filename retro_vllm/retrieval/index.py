@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -143,9 +143,10 @@ def current_version(root: Path) -> IndexVersion | None:
     )
 
 
-def open_store(config: RetroConfig, version: IndexVersion, dimension: int | None) -> VectorStore:
+def open_store(config: RetroConfig, version: IndexVersion, dimension: int | Callable[[], int] | None) -> VectorStore:
     """The store of `version` opened for reading (embedded) or connected (server). `dimension` is
-    needed only to connect to a server store; an embedded one reads its own."""
+    needed only to connect to a server store; an embedded one reads its own. Give it as a callable
+    when learning it is costly (a sentence-transformers embedder loads torch and the model)."""
     try:
         if version.embedded:
             cls = embedded_store_class(version.backend)
@@ -153,7 +154,7 @@ def open_store(config: RetroConfig, version: IndexVersion, dimension: int | None
             return cls.open(version.folder / STORE_DIR, **options)
         if dimension is None:
             raise IndexUnavailableError(f"connecting to the {version.backend} server needs the embedding dimension")
-        return connect_server_store(config.retrieval, dimension)
+        return connect_server_store(config.retrieval, dimension() if callable(dimension) else dimension)
     except StoreError as exc:
         raise IndexUnavailableError(str(exc)) from None
 

@@ -43,6 +43,17 @@ def test_commits_swap_versions_and_keep_a_few(tmp_path, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_an_embedded_store_opens_without_asking_the_dimension(tmp_path, backend):
+    cfg = config(tmp_path, backend)
+    write(cfg, 1)
+
+    def dimension():
+        raise AssertionError("an embedded store reads its own dimension")
+
+    assert open_store(cfg, current_version(index_root(cfg)), dimension).count() == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_writer_that_fails_changes_nothing(tmp_path, backend):
     cfg = config(tmp_path, backend)
     write(cfg, 1)
