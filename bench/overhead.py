@@ -162,7 +162,7 @@ async def measure(retro_url: str, stock_url: str, config_path: Path, real, quest
                 load_questions = [questions[i % len(questions)] for i in range(max(args.concurrency, len(questions)))]
                 bare = [{**body, "messages": [{"role": "user", "content": q}]} for q in load_questions]
                 variants = {
-                    "stock": (stock, [{**body, "messages": final_messages(preamble, q, await search(q))}
+                    "stock": (stock, [{**body, "messages": final_messages(preamble, q, passages_of[q])}
                                       for q in load_questions]),
                     "retro": (retro, bare),
                     "retro_bias": (retro, [{**b, "retro": {"bias": args.bias}} for b in bare]),
