@@ -119,14 +119,9 @@ def main() -> None:
     if not hide_from_transformers():
         logger.warning("retro: this transformers has no availability checks to change; "
                        "the API server imports scipy and scikit-learn as usual")
-    if importlib.util.find_spec("vllm.entrypoints.launchers.api_server.entry") is None:
-        import runpy  # a vLLM that keeps the server in its older module
+    from retro_vllm.compat.launcher import run_api_server
 
-        runpy.run_module("vllm.entrypoints.openai.api_server", run_name="__main__", alter_sys=True)
-        return
-    from vllm.entrypoints.launchers.api_server.entry import main as serve
-
-    serve()
+    run_api_server()
 
 
 if __name__ == "__main__":

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import logging
 
-from vllm.lora.request import LoRARequest
-from vllm.lora.resolver import LoRAResolver, LoRAResolverRegistry
-
 from retro_vllm.adapters.catalog import AdapterCatalog
 from retro_vllm.adapters.registry import AdapterError, AdapterRegistry
+from retro_vllm.compat.lora import LoRARequest, LoRAResolver, LoRAResolverRegistry
 
 logger = logging.getLogger(__name__)
 

@@ -28,10 +28,7 @@ import logging
 import numpy as np
 import torch
 
-from vllm.v1.sample.logits_processor.interface import BatchUpdate, MoveDirectionality
-from vllm.v1.sample.logits_processor.interface import LogitsProcessor as V1LogitsProcessor
-from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsProcessor as V2LogitsProcessor
-
+from retro_vllm.compat.logits import BatchUpdate, MoveDirectionality, V1LogitsProcessor, V2LogitsProcessor
 from retro_vllm.decoding.args import MAX_BIAS_TOKENS, RequestArgs, faults_enabled, parse_args
 from retro_vllm.decoding.attribution import best_passages, claim_text
 from retro_vllm.decoding.markers import NEVER, OUTSIDE, WINDOW, MarkerTables, build_tables, tables_for_tokenizer

@@ -10,7 +10,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from retro_vllm import compat
+from retro_vllm.compat import serving as vllm_serving
 from retro_vllm.adapters.catalog import AdapterCatalog
 from retro_vllm.server.controls import FilterValue
 from retro_vllm.server.errors import RetroHTTPError, error_response
@@ -20,7 +20,7 @@ from retro_vllm.server.state import RetroState
 
 
 async def list_models(raw_request: Request) -> JSONResponse:
-    models = (await compat.models_handler(raw_request.app.state).show_available_models()).model_dump()
+    models = (await vllm_serving.models_handler(raw_request.app.state).show_available_models()).model_dump()
     base = models["data"][0] if models["data"] else {}
     alias = {
         **base,

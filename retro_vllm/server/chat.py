@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import Request
 
-from retro_vllm import compat
+from retro_vllm.compat import serving as vllm_serving
 from retro_vllm.decoding.prompt import assemble_messages, last_user_text
 from retro_vllm.retrieval.types import Passage
 from retro_vllm.server.context import ChatTokens, fit_to_context
@@ -49,17 +49,17 @@ async def create_chat_completion(raw_request: Request) -> Any:
                     state, body, passages, lambda kept: assemble_messages(messages, preamble, kept), count)
                 count.hand_over(body)
                 attach(body, decoding_args(state, body, controls, route.domain, [passages]))
-        request = validate_for_vllm(compat.ChatCompletionRequest, body)
+        request = validate_for_vllm(vllm_serving.ChatCompletionRequest, body)
     except RetroHTTPError as exc:
         return exc.to_response()
     return await _generate(request, raw_request, retro_summary(route, controls, passages, dropped=dropped), passages,
                            timings, soft)
 
 
-@compat.with_cancellation
+@vllm_serving.with_cancellation
 async def _generate(request, raw_request: Request, summary: dict[str, Any], passages: list[Passage],
                     timings: Timings, soft=None) -> Any:
-    handler = compat.chat_handler(raw_request.app.state)
+    handler = vllm_serving.chat_handler(raw_request.app.state)
     if handler is None:
         return error_response(501, "the served model does not support chat completions", code="not_supported")
     with active(soft):  # a prompt adapter's soft prompt goes in front of what vLLM renders

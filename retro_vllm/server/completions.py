@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import Request
 
-from retro_vllm import compat
+from retro_vllm.compat import serving as vllm_serving
 from retro_vllm.decoding.prompt import system_text
 from retro_vllm.retrieval.types import Passage
 from retro_vllm.server.context import fit_to_context
@@ -85,7 +85,7 @@ async def create_completion(raw_request: Request) -> Any:
             body["prompt"] = rendered[0] if isinstance(body["prompt"], str) else rendered
             attach(body, decoding_args(state, body, controls, route.domain, per_prompt))
         refuse_client_embeds(state, body, soft)
-        request = validate_for_vllm(compat.CompletionRequest, body)
+        request = validate_for_vllm(vllm_serving.CompletionRequest, body)
     except RetroHTTPError as exc:
         return exc.to_response()
 
@@ -105,10 +105,10 @@ async def _count_text_tokens(state: RetroState, text: str, extra: int) -> int:
     return await asyncio.to_thread(state.count_text_tokens, text) + extra
 
 
-@compat.with_cancellation
+@vllm_serving.with_cancellation
 async def _generate(request, raw_request: Request, summary: dict[str, Any], passages_for_choice,
                     timings: Timings, soft=None) -> Any:
-    handler = compat.completion_handler(raw_request.app.state)
+    handler = vllm_serving.completion_handler(raw_request.app.state)
     if handler is None:
         return error_response(501, "the served model does not support completions", code="not_supported")
     with active(soft):  # a prompt adapter's soft prompt goes in front of every prompt vLLM renders

@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable
 
 from pydantic import ValidationError
 
-from retro_vllm import compat
+from retro_vllm.compat import serving as vllm_serving
 from retro_vllm.decoding.prompt import order_passages
 from retro_vllm.retrieval.types import Passage, ScoredChunk
 from retro_vllm.server.errors import RetroHTTPError
@@ -79,10 +79,10 @@ class ChatTokens:
     def __init__(self, state, app_state, body: dict[str, Any], extra_tokens: int = 0):
         self.state, self.extra_tokens = state, extra_tokens
         self.body = {k: v for k, v in body.items() if k not in self.UNCOUNTED}
-        field, key = compat.PROMPT_TOKEN_IDS_FIELD
+        field, key = vllm_serving.PROMPT_TOKEN_IDS_FIELD
         if isinstance(body.get(field), dict) and key in body[field]:
             self.body[field] = {k: v for k, v in body[field].items() if k != key}
-        self.renderer = compat.chat_renderer(app_state)
+        self.renderer = vllm_serving.chat_renderer(app_state)
         self._counted: tuple[Any, list[int]] | None = None  # (messages, their ids)
 
     async def __call__(self, messages: list[dict]) -> int:
@@ -96,18 +96,18 @@ class ChatTokens:
 
     async def _count_by_vllm(self, messages: list[dict]) -> int | None:
         try:
-            request = compat.ChatCompletionRequest.model_validate({**self.body, "messages": messages})
+            request = vllm_serving.ChatCompletionRequest.model_validate({**self.body, "messages": messages})
             result = await self.renderer.render_chat(request)
         except ValidationError:  # the request itself is invalid: vLLM's validation reports it later
             return None
-        except compat.VLLMValidationError as exc:
+        except vllm_serving.VLLMValidationError as exc:
             if exc.parameter == "input_tokens" and isinstance(exc.value, int):
                 return exc.value  # longer than vLLM allows at all
             return None
         except Exception:  # noqa: BLE001 - counting must not fail a request vLLM may still serve
             logger.debug("retro: vLLM's chat renderer failed; counting with the server's tokenizer", exc_info=True)
             return None
-        if isinstance(result, compat.ErrorResponse):
+        if isinstance(result, vllm_serving.ErrorResponse):
             return None
         _conversation, inputs = result
         ids = inputs[0].get("prompt_token_ids") if len(inputs) == 1 and isinstance(inputs[0], dict) else None
@@ -122,7 +122,7 @@ class ChatTokens:
             return
         if body.get("echo") or body.get("return_prompt_text") or body.get("truncate_prompt_tokens") is not None:
             return  # each needs vLLM to render (and truncate) the messages itself
-        field, key = compat.PROMPT_TOKEN_IDS_FIELD
+        field, key = vllm_serving.PROMPT_TOKEN_IDS_FIELD
         current = body.get(field)
         if current is not None and (not isinstance(current, dict) or key in current):
             return  # not ours to mend (vLLM reports it) or to replace (a client's own ids)

@@ -39,7 +39,7 @@ class RetroEndpointPlugin:
 
         if engine_client is None:
             logger.warning("retro: no engine in this server (render-only)")
-        from retro_vllm import compat
+        from retro_vllm.compat import serving as vllm_serving
 
         model_config = engine_client.model_config if engine_client is not None else None
         max_model_len = model_config.max_model_len if model_config is not None else None
@@ -49,7 +49,7 @@ class RetroEndpointPlugin:
         state.retro = RetroState.from_config(
             model_path=getattr(args, "tokenizer", None) or args.model,
             max_model_len=max_model_len,
-            served_name=compat.base_model_name(state),
+            served_name=vllm_serving.base_model_name(state),
             max_lora_rank=args.max_lora_rank if getattr(args, "enable_lora", False) else None,
             prompt_embeds=prompt_embeds,
         )

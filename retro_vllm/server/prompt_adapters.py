@@ -4,16 +4,15 @@ The client sends plain text. The route renders the prompt as for a LoRA (preambl
 conversation) and names the base model to vLLM, so vLLM is never given a LoRA for it. vLLM's
 own handler then renders and tokenizes the request as always; between that and the engine,
 the soft prompt goes in front of every prompt (`SoftPrompt.engine_input`), as peft's forward
-puts it. That seam is the handler's render method, wrapped once per process; the adapter for
+puts it. That seam is the handler's render method, wrapped once per process
+(`retro_vllm.compat.renderers`); the adapter for
 the request in flight travels in a context variable, which asyncio copies into the handler's
 task, so concurrent requests never see each other's adapter.
 
 Why not vLLM's public inputs: the chat content part `{"type": "prompt_embeds"}` lands inside a
 message, after the chat template's own tokens, not before the whole input as peft trained it;
 `/v1/completions`' `prompt_embeds` field would need the API server to hold the model's
-embedding table and to re-tokenize what vLLM tokenizes anyway. The wrapped render methods are
-vLLM internals (0.32: `OpenAIServingChat.render_chat_request`,
-`OpenAIServingCompletion.render_completion_request`); they are named only here.
+embedding table and to re-tokenize what vLLM tokenizes anyway.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from typing import Any
 
 import torch
 
-from retro_vllm import compat
+from retro_vllm.compat import renderers
 from retro_vllm.adapters.prompt_tuning import PromptAdapterError, SoftPrompt
 from retro_vllm.adapters.registry import AdapterManifest
 from retro_vllm.server.errors import RetroHTTPError
@@ -114,27 +113,13 @@ class active:
 
 
 def install(app_state) -> None:
-    """Wrap the chat and completion handlers' render step (idempotent)."""
-    for handler, method, chat in (
-        (compat.chat_handler(app_state), "render_chat_request", True),
-        (compat.completion_handler(app_state), "render_completion_request", False),
-    ):
-        if handler is None or getattr(handler, "_retro_prompt_adapters", False):
-            continue
-        original = getattr(handler, method)
+    """Put the active soft prompt in front of every prompt the handlers render (idempotent)."""
+    renderers.wrap_render_steps(app_state, _with_active_soft_prompt)
 
-        async def render(request, _original=original, _chat=chat):
-            result = await _original(request)
-            soft = _ACTIVE.get()
-            if soft is None or isinstance(result, compat.ErrorResponse):
-                return result
-            if _chat:
-                conversation, inputs = result
-                return conversation, [_with_soft_prompt(soft, i) for i in inputs]
-            return [_with_soft_prompt(soft, i) for i in result]
 
-        setattr(handler, method, render)
-        handler._retro_prompt_adapters = True
+def _with_active_soft_prompt(engine_input: dict[str, Any]) -> dict[str, Any]:
+    soft = _ACTIVE.get()
+    return engine_input if soft is None else _with_soft_prompt(soft, engine_input)
 
 
 def _with_soft_prompt(soft: SoftPrompt, engine_input: dict[str, Any]) -> dict[str, Any]:

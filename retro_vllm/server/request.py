@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import Request
 
-from retro_vllm import compat
+from retro_vllm.compat import serving as vllm_serving
 from retro_vllm.adapters.catalog import AdapterCatalog
 from retro_vllm.adapters.registry import VERSIONED, AdapterError, AdapterManifest
 from retro_vllm.decoding.args import ARG_FAULT, MAX_BIAS, faults_enabled
@@ -102,7 +102,7 @@ def resolve_model(body: dict[str, Any], app_state) -> ModelChoice:
     Names are checked against what the server serves and are never turned into paths.
     """
     name = body.get("model")
-    base = compat.base_model_name(app_state)
+    base = vllm_serving.base_model_name(app_state)
     if name is None or name == base:
         return ModelChoice()
     if not isinstance(name, str):
@@ -114,7 +114,7 @@ def resolve_model(body: dict[str, Any], app_state) -> ModelChoice:
         raise RetroHTTPError(
             400, f"model name {name!r} looks like a path; adapters are addressed by name", code="invalid_model_name", param="model"
         )
-    if name in compat.served_adapter_names(app_state):  # loaded by vLLM itself (--lora-modules)
+    if name in vllm_serving.served_adapter_names(app_state):  # loaded by vLLM itself (--lora-modules)
         return ModelChoice()
     catalog: AdapterCatalog | None = app_state.retro.catalog
     if catalog is not None and VERSIONED.match(name):

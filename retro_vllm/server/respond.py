@@ -9,7 +9,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
-from retro_vllm import compat
+from retro_vllm.compat import serving as vllm_serving
 from retro_vllm.decoding.citations import extract_citations
 from retro_vllm.retrieval.types import Passage
 from retro_vllm.server.errors import RetroHTTPError
@@ -42,9 +42,9 @@ def respond(
     """`model`: the name to report when vLLM's differs (a prompt adapter runs on the base model)."""
     timings = timings or Timings()
     headers = retro_headers(summary)
-    if isinstance(result, compat.ErrorResponse):
+    if isinstance(result, vllm_serving.ErrorResponse):
         return JSONResponse(result.model_dump(), status_code=result.error.code, headers=headers)
-    if isinstance(result, (compat.ChatCompletionResponse, compat.CompletionResponse)):
+    if isinstance(result, (vllm_serving.ChatCompletionResponse, vllm_serving.CompletionResponse)):
         payload = result.model_dump()
         with timings.measure("cite"):
             _annotate(payload, passages_for_choice, chat)
@@ -55,7 +55,7 @@ def respond(
         return JSONResponse(payload, headers={**headers, **timings.header()})
     stream = annotate_stream(result, summary, passages_for_choice, chat=chat, model=model)
     return StreamingResponse(
-        compat.with_sse_keep_alive(stream, compat.keep_alive_interval(raw_request.app.state)),
+        vllm_serving.with_sse_keep_alive(stream, vllm_serving.keep_alive_interval(raw_request.app.state)),
         media_type="text/event-stream",
         headers={**headers, **timings.header()},
     )

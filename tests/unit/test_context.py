@@ -107,7 +107,7 @@ def test_hands_over_nothing_for_other_messages_echo_or_prompt_text():
 
 
 def test_a_renderer_refusal_falls_back_to_the_servers_tokenizer_and_hands_over_nothing():
-    from retro_vllm.compat import VLLMValidationError
+    from retro_vllm.compat.serving import VLLMValidationError
 
     count = chat_tokens(VLLMValidationError("bad tool choice", parameter="tool_choice"))
     assert asyncio.run(count(MESSAGES)) == 3
@@ -117,7 +117,7 @@ def test_a_renderer_refusal_falls_back_to_the_servers_tokenizer_and_hands_over_n
 
 
 def test_too_long_for_vllm_counts_as_its_reported_length():
-    from retro_vllm.compat import VLLMValidationError
+    from retro_vllm.compat.serving import VLLMValidationError
 
     count = chat_tokens(VLLMValidationError("too long", parameter="input_tokens", value=4097))
     assert asyncio.run(count(MESSAGES)) == 4097

@@ -1,8 +1,5 @@
-"""Every import of a vLLM internal goes through here, so a vLLM upgrade touches one file.
-
-Documented plugin interfaces (entry-point groups, the endpoint-plugin Protocol) are not
-internals; the serving classes and request models below are.
-"""
+"""vLLM's OpenAI-compatible API server: its handlers, request/response models and errors, as
+the endpoint reaches them (API-server side only)."""
 
 from __future__ import annotations
 
