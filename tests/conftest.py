@@ -73,8 +73,8 @@ def server_env(home: Path) -> dict[str, str]:
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         PYTHONUNBUFFERED="1",
-        # Lets a test make the logits processor fail, to show the engine survives it.
-        RETRO_VLLM_TEST_FAULTS="1",
+        # The servers' processes import test-only code (tests/support) from the repository.
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
     )
     return env
 
@@ -110,7 +110,9 @@ SERVER_ARGS = ["--max-model-len", "2048", "--seed", "0"]
 def retro_server(retro_config, tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
     port = free_port()
-    command = [sys.executable, "-m", "retro_vllm.cli", "serve", "--config", str(retro_config), "--port", str(port), *SERVER_ARGS]
+    command = [sys.executable, "-m", "retro_vllm.cli", "serve", "--config", str(retro_config), "--port", str(port), *SERVER_ARGS,
+               # Beside the plugin's own processor: lets a test make one fail inside the engine.
+               "--logits-processors", "tests.support.faults:FaultInjectingProcessor"]
     server = Server("retro", command, server_env(retro_config.parent), port, logs)
     try:
         server.wait_ready()

@@ -8,13 +8,16 @@ from vllm.entrypoints.openai.chat_completion.protocol import (  # noqa: F401
     ChatCompletionRequest,
     ChatCompletionResponse,
 )
-from vllm.entrypoints.openai.completion.protocol import CompletionRequest, CompletionResponse  # noqa: F401
+from vllm.entrypoints.openai.completion.protocol import (  # noqa: F401
+    CompletionRequest,
+    CompletionResponse,
+)
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse  # noqa: F401
-from vllm.exceptions import VLLMValidationError  # noqa: F401
 
 # The decorator stock handlers use to cancel work when the client disconnects.
 from vllm.entrypoints.serve.utils.api_utils import with_cancellation  # noqa: F401
 from vllm.entrypoints.serve.utils.sse_keep_alive import with_sse_keep_alive  # noqa: F401
+from vllm.exceptions import VLLMValidationError  # noqa: F401
 
 
 def chat_handler(app_state):

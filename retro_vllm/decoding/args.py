@@ -10,11 +10,12 @@ malformed one is a 400 and never reaches the engine.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
-from retro_vllm.decoding.attribution import MAX_VOCABULARY_CHARS as MAX_ATTRIBUTION_CHARS
+from retro_vllm.decoding.attribution import (
+    MAX_VOCABULARY_CHARS as MAX_ATTRIBUTION_CHARS,
+)
 from retro_vllm.decoding.markers import MAX_MARKER
 
 ARG_PASSAGES = "retro_passages"
@@ -22,17 +23,10 @@ ARG_BIAS = "retro_bias"
 ARG_BIAS_TOKENS = "retro_bias_tokens"
 # One string per supplied passage, in [n] order: its distinct words, space-separated.
 ARG_ATTRIBUTION = "retro_attribution"
-# Honoured only with RETRO_VLLM_TEST_FAULTS=1 (tests): makes the processor fail, to show a
-# fault is contained and the engine keeps serving.
-ARG_FAULT = "retro_fault"
 MAX_BIAS = 10.0
 MAX_BIAS_TOKENS = 4096
 # Attribution steers the first digit of a marker, so it covers markers [1]..[9].
 MAX_ATTRIBUTED_PASSAGES = 9
-
-
-def faults_enabled() -> bool:
-    return os.environ.get("RETRO_VLLM_TEST_FAULTS") == "1"
 
 
 @dataclass(frozen=True)
@@ -40,7 +34,6 @@ class RequestArgs:
     passages: int | None  # None: markers unconstrained
     bias: float
     bias_tokens: tuple[int, ...]
-    fault: bool = False
     attribution: tuple[frozenset[str], ...] = ()  # each passage's words; () = off
 
 
@@ -52,7 +45,7 @@ def parse_args(extra_args: dict[str, Any] | None) -> RequestArgs | None:
     ours = {k: v for k, v in extra_args.items() if isinstance(k, str) and k.startswith("retro_")}
     if not ours:
         return None
-    known = {ARG_PASSAGES, ARG_BIAS, ARG_BIAS_TOKENS, ARG_ATTRIBUTION} | ({ARG_FAULT} if faults_enabled() else set())
+    known = {ARG_PASSAGES, ARG_BIAS, ARG_BIAS_TOKENS, ARG_ATTRIBUTION}
     unknown = sorted(set(ours) - known)
     if unknown:
         raise ValueError(f"unknown retro logits processor argument(s): {', '.join(unknown)}")
@@ -71,5 +64,4 @@ def parse_args(extra_args: dict[str, Any] | None) -> RequestArgs | None:
             or not all(isinstance(v, str) and len(v) <= MAX_ATTRIBUTION_CHARS for v in vocabularies)):
         raise ValueError(f"{ARG_ATTRIBUTION} must be a list of at most {MAX_ATTRIBUTED_PASSAGES} strings "
                          f"of at most {MAX_ATTRIBUTION_CHARS} characters")
-    return RequestArgs(passages, float(bias), tuple(tokens), bool(ours.get(ARG_FAULT, False)),
-                       tuple(frozenset(v.split()) for v in vocabularies))
+    return RequestArgs(passages, float(bias), tuple(tokens), tuple(frozenset(v.split()) for v in vocabularies))

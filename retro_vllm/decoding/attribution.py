@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from retro_vllm.decoding.citations import MARKER
+from retro_vllm.decoding.markers import MARKER
 
 _WORD = re.compile(r"[a-z0-9]+")
 _ARTICLES = frozenset({"a", "an", "the"})

@@ -10,10 +10,14 @@ punctuation (` [`, `][`, `].`), and nothing here assumes which merges exist.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+# A citation marker in text; the server turns each into an annotation, attribution skips them.
+MARKER = re.compile(r"\[(\d{1,4})\]")
 
 OUTSIDE = 0
 # Largest passage number a marker may name; larger requests are refused by validate_params.

@@ -28,10 +28,22 @@ import logging
 import numpy as np
 import torch
 
-from retro_vllm.compat.logits import BatchUpdate, MoveDirectionality, V1LogitsProcessor, V2LogitsProcessor
-from retro_vllm.decoding.args import MAX_BIAS_TOKENS, RequestArgs, faults_enabled, parse_args
+from retro_vllm.compat.logits import (
+    BatchUpdate,
+    MoveDirectionality,
+    V1LogitsProcessor,
+    V2LogitsProcessor,
+)
+from retro_vllm.decoding.args import MAX_BIAS_TOKENS, RequestArgs, parse_args
 from retro_vllm.decoding.attribution import best_passages, claim_text
-from retro_vllm.decoding.markers import NEVER, OUTSIDE, WINDOW, MarkerTables, build_tables, tables_for_tokenizer
+from retro_vllm.decoding.markers import (
+    NEVER,
+    OUTSIDE,
+    WINDOW,
+    MarkerTables,
+    build_tables,
+    tables_for_tokenizer,
+)
 
 logger = logging.getLogger("retro_vllm.decoding")
 
@@ -64,7 +76,6 @@ class _Core:
         # Host mirrors, so a batch nobody constrains costs nothing and needs no device sync.
         self.constrained = np.zeros(max_rows, dtype=bool)
         self.bias_len = np.zeros(max_rows, dtype=np.int64)
-        self.fault = np.zeros(max_rows, dtype=bool)
         self.vocabularies = np.full(max_rows, None, dtype=object)  # each row's passages' words, or None
 
     @property
@@ -85,11 +96,10 @@ class _Core:
             self.bias_tokens[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
             self.bias_values[row, : len(tokens)] = args.bias
             self.bias_len[row] = len(tokens)
-        self.fault[row] = args.fault and faults_enabled()
         return self.active(row)
 
     def active(self, row: int) -> bool:
-        return bool(self.constrained[row] or self.bias_len[row] or self.fault[row]
+        return bool(self.constrained[row] or self.bias_len[row]
                     or self.vocabularies[row] is not None)
 
     def clear_row(self, row: int) -> None:
@@ -98,14 +108,13 @@ class _Core:
             self.bias_values[row].zero_()
         self.constrained[row] = False
         self.bias_len[row] = 0
-        self.fault[row] = False
         self.vocabularies[row] = None
 
     def move_row(self, src: int, dst: int) -> None:
         self.limit[dst] = self.limit[src]
         self.bias_tokens[dst] = self.bias_tokens[src]
         self.bias_values[dst] = self.bias_values[src]
-        for mirror in (self.constrained, self.bias_len, self.fault, self.vocabularies):
+        for mirror in (self.constrained, self.bias_len, self.vocabularies):
             mirror[dst] = mirror[src]
         self.clear_row(src)
 
@@ -113,11 +122,11 @@ class _Core:
         index = torch.tensor([b, a], device=self.device)
         for tensor in (self.limit, self.bias_tokens, self.bias_values):
             tensor[[a, b]] = tensor[index]
-        for mirror in (self.constrained, self.bias_len, self.fault, self.vocabularies):
+        for mirror in (self.constrained, self.bias_len, self.vocabularies):
             mirror[[a, b]] = mirror[[b, a]]
 
     def any_active(self, rows: np.ndarray) -> bool:
-        return bool(self.constrained[rows].any() or self.bias_len[rows].any() or self.fault[rows].any()
+        return bool(self.constrained[rows].any() or self.bias_len[rows].any()
                     or self.vocabularies[rows].any())
 
     def marker_states(self, recent: torch.Tensor) -> torch.Tensor:
@@ -136,8 +145,6 @@ class _Core:
               recent: torch.Tensor | None, claim_of=None) -> torch.Tensor:
         """rows: [B] row of each logits row; host_rows: the same on the host; claim_of(row):
         the text that row generated so far (None: no attribution)."""
-        if self.fault[host_rows].any():
-            raise RuntimeError("injected fault (RETRO_VLLM_TEST_FAULTS)")
         width = int(self.bias_len[host_rows].max(initial=0))
         if width:
             logits.scatter_add_(1, self.bias_tokens[rows, :width],
@@ -315,22 +322,25 @@ class RetroLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
     # -- both -------------------------------------------------------------------------------
     def apply(self, logits: torch.Tensor, ctx=None) -> torch.Tensor:
         try:
-            if ctx is None:  # V1: row i of the logits is row i of the persistent batch
-                batch = logits.shape[0]
-                host_rows = np.arange(batch)
-                if not self._core.any_active(host_rows):
-                    return logits
-                rows = torch.arange(batch, device=logits.device)
-                return self._core.apply(logits, rows, host_rows, self._v1_recent(batch), self._v1_generated)
-            if not self._core.any_active(ctx.idx_mapping_np):
-                return logits
-            # Host-side checks read the per-request slots (no device sync); rows come from the
-            # expanded mapping (one row per draft token under speculative decoding).
-            return self._core.apply(logits, ctx.expanded_idx_mapping.long(), ctx.idx_mapping_np,
-                                    self._v2_recent(ctx))
+            return self._apply(logits, ctx)
         except Exception:
             self._fault("apply")
             return logits
+
+    def _apply(self, logits: torch.Tensor, ctx) -> torch.Tensor:
+        if ctx is None:  # V1: row i of the logits is row i of the persistent batch
+            batch = logits.shape[0]
+            host_rows = np.arange(batch)
+            if not self._core.any_active(host_rows):
+                return logits
+            rows = torch.arange(batch, device=logits.device)
+            return self._core.apply(logits, rows, host_rows, self._v1_recent(batch), self._v1_generated)
+        if not self._core.any_active(ctx.idx_mapping_np):
+            return logits
+        # Host-side checks read the per-request slots (no device sync); rows come from the
+        # expanded mapping (one row per draft token under speculative decoding).
+        return self._core.apply(logits, ctx.expanded_idx_mapping.long(), ctx.idx_mapping_np,
+                                self._v2_recent(ctx))
 
     def _fault(self, where: str) -> None:
         self._faults_logged += 1

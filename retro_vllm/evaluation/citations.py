@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections import Counter
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +17,7 @@ import httpx
 from tqdm.auto import tqdm
 
 from retro_vllm.decoding.attribution import words
-from retro_vllm.decoding.citations import MARKER
+from retro_vllm.rag.cite import MARKER
 
 
 @dataclass

@@ -20,7 +20,12 @@ import time
 import torch
 
 from retro_vllm.compat.loader import BaseModelLoader, register_model_loader
-from retro_vllm.models.gguf_weights import GGUF_POINTER, LOAD_FORMAT, GGUFWeights, read_pointer
+from retro_vllm.models.gguf_weights import (
+    GGUF_POINTER,
+    LOAD_FORMAT,
+    GGUFWeights,
+    read_pointer,
+)
 
 # Under vLLM's logger tree, so the timing lands in vLLM's log beside its own loaders' lines.
 logger = logging.getLogger(f"vllm.{__name__}")

@@ -10,13 +10,15 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from retro_vllm.compat import serving as vllm_serving
 from retro_vllm.adapters.catalog import AdapterCatalog
-from retro_vllm.server.controls import FilterValue
-from retro_vllm.server.errors import RetroHTTPError, error_response
-from retro_vllm.server.request import RETRO_MODEL_ALIAS, check_controls, read_json_body, search_with_timeout
-from retro_vllm.server.controls import RetroControls
-from retro_vllm.server.state import RetroState
+from retro_vllm.compat import serving as vllm_serving
+from retro_vllm.rag.controls import FilterValue, RetroControls, check_controls
+from retro_vllm.rag.errors import RetroHTTPError
+from retro_vllm.rag.retrieve import search_with_timeout
+from retro_vllm.rag.route import RETRO_MODEL_ALIAS
+from retro_vllm.rag.state import RetroState
+from retro_vllm.server.errors import error_response, response_for
+from retro_vllm.server.request import read_json_body
 
 
 async def list_models(raw_request: Request) -> JSONResponse:
@@ -87,13 +89,13 @@ async def search(raw_request: Request) -> JSONResponse:
             where = ".".join(str(p) for p in first["loc"]) or "body"
             raise RetroHTTPError(400, f"{where}: {first['msg']}", code="invalid_request", param=where) from None
         controls = RetroControls(domain=request.domain, top_k=request.top_k, filters=request.filters)
-        check_controls(state, controls)
+        check_controls(state.config, controls)
         top_k = request.top_k or state.config.retrieval.top_k
         hits = await search_with_timeout(
             state, request.query, top_k=top_k, domain=request.domain, filters=request.filters
         )
     except RetroHTTPError as exc:
-        return exc.to_response()
+        return response_for(exc)
     from retro_vllm.retrieval.types import Passage
 
     # No prompt here, so rank is the score order (1 = best).

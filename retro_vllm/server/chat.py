@@ -1,7 +1,8 @@
 """POST /v1/chat/completions with retrieval and citations, top to bottom:
 
-body -> controls -> model -> retrieve -> fit and assemble the prompt -> vLLM's own chat
-handler -> citations.
+body -> controls -> model -> route -> retrieve -> fit and assemble the prompt -> vLLM's own
+chat handler -> citations. Each step is a function of `retro_vllm.rag`; this module only
+translates HTTP to those steps and back.
 """
 
 from __future__ import annotations
@@ -11,20 +12,24 @@ from typing import Any
 from fastapi import Request
 
 from retro_vllm.compat import serving as vllm_serving
-from retro_vllm.decoding.prompt import assemble_messages, last_user_text
-from retro_vllm.retrieval.types import Passage
-from retro_vllm.server.context import ChatTokens, fit_to_context
-from retro_vllm.server.errors import RetroHTTPError, error_response
-from retro_vllm.server.prompt_adapters import active, refuse_client_embeds
-from retro_vllm.server.respond import respond, validate_for_vllm
-from retro_vllm.server.request import (
-    read_generation_request,
-    route_and_retrieve,
-    retro_summary,
+from retro_vllm.rag.assemble import (
+    ChatTokens,
+    assemble_messages,
+    fit_to_context,
+    last_user_text,
 )
-from retro_vllm.server.state import RetroState
-from retro_vllm.server.steering import attach, decoding_args
-from retro_vllm.server.timing import Timings
+from retro_vllm.rag.cite import retro_summary
+from retro_vllm.rag.errors import RetroHTTPError
+from retro_vllm.rag.prompt_adapters import active, refuse_client_embeds
+from retro_vllm.rag.retrieve import retrieve
+from retro_vllm.rag.route import decide_route
+from retro_vllm.rag.state import RetroState
+from retro_vllm.rag.steer import attach, decoding_args
+from retro_vllm.rag.timing import Timings
+from retro_vllm.retrieval.types import Passage
+from retro_vllm.server.errors import error_response, response_for
+from retro_vllm.server.request import read_generation_request
+from retro_vllm.server.respond import respond, validate_for_vllm
 
 
 async def create_chat_completion(raw_request: Request) -> Any:
@@ -37,7 +42,9 @@ async def create_chat_completion(raw_request: Request) -> Any:
                                  param="messages")
         dropped: list[Passage] = []
         timings = Timings()
-        route, passages = await route_and_retrieve(state, body, last_user_text(messages), controls, choice, timings)
+        query = last_user_text(messages)
+        route, vector = await decide_route(state, body, query, controls, choice, timings)
+        route, passages = await retrieve(state, query, route, controls, vector=vector, timings=timings)
         soft = await state.soft_prompt(route)
         refuse_client_embeds(state, body, soft)
         virtual = soft.num_virtual_tokens if soft is not None else 0
@@ -51,7 +58,7 @@ async def create_chat_completion(raw_request: Request) -> Any:
                 attach(body, decoding_args(state, body, controls, route.domain, [passages]))
         request = validate_for_vllm(vllm_serving.ChatCompletionRequest, body)
     except RetroHTTPError as exc:
-        return exc.to_response()
+        return response_for(exc)
     return await _generate(request, raw_request, retro_summary(route, controls, passages, dropped=dropped), passages,
                            timings, soft)
 

@@ -1,4 +1,8 @@
-"""POST /v1/completions with retrieval and citations.
+"""POST /v1/completions with retrieval and citations, top to bottom like chat:
+
+body -> controls -> model -> route (once, on the first prompt: one adapter serves every
+prompt) -> retrieve for each prompt -> fit and assemble each prompt -> vLLM's own completion
+handler -> citations per choice.
 
 A string prompt, or a list of strings, each gets its own retrieval: the prompt becomes
 preamble + numbered passages + the client's text. Token-id prompts pass through untouched
@@ -13,22 +17,19 @@ from typing import Any
 from fastapi import Request
 
 from retro_vllm.compat import serving as vllm_serving
-from retro_vllm.decoding.prompt import system_text
+from retro_vllm.rag.assemble import completion_prompt, fit_to_context
+from retro_vllm.rag.cite import retro_summary
+from retro_vllm.rag.errors import RetroHTTPError
+from retro_vllm.rag.prompt_adapters import active, refuse_client_embeds
+from retro_vllm.rag.retrieve import retrieve
+from retro_vllm.rag.route import decide_route
+from retro_vllm.rag.state import RetroState
+from retro_vllm.rag.steer import attach, decoding_args
+from retro_vllm.rag.timing import Timings
 from retro_vllm.retrieval.types import Passage
-from retro_vllm.server.context import fit_to_context
-from retro_vllm.server.errors import RetroHTTPError, error_response
-from retro_vllm.server.prompt_adapters import active, refuse_client_embeds
+from retro_vllm.server.errors import error_response, response_for
+from retro_vllm.server.request import read_generation_request
 from retro_vllm.server.respond import respond, validate_for_vllm
-from retro_vllm.server.request import (
-    ModelChoice,
-    Route,
-    read_generation_request,
-    route_and_retrieve,
-    retro_summary,
-)
-from retro_vllm.server.state import RetroState
-from retro_vllm.server.steering import attach, decoding_args
-from retro_vllm.server.timing import Timings
 
 
 def text_prompts(prompt: Any) -> list[str] | None:
@@ -40,10 +41,6 @@ def text_prompts(prompt: Any) -> list[str] | None:
     return None
 
 
-def completion_prompt(preamble: str, passages: list[Passage], prompt: str) -> str:
-    return f"{system_text(preamble, passages)}\n\n{prompt}"
-
-
 async def create_completion(raw_request: Request) -> Any:
     state: RetroState = raw_request.app.state.retro
     try:
@@ -51,43 +48,35 @@ async def create_completion(raw_request: Request) -> Any:
         prompts = text_prompts(body.get("prompt"))
         if prompts is None or body.get("prompt_embeds") is not None:
             controls = controls.model_copy(update={"retrieval": False})
+        timings = Timings()
+        queries = [p.strip() for p in prompts or []]
+        route, vector = await decide_route(state, body, queries[0] if queries else "", controls, choice, timings)
+        soft = await state.soft_prompt(route)
+        virtual = soft.num_virtual_tokens if soft is not None else 0
+        preamble = state.preamble(route.domain)
         per_prompt: list[list[Passage]] = []
         all_dropped: list[Passage] = []
-        route = Route(controls.domain, "domain" if controls.domain else "none",
-                      retrieval="ok" if controls.retrieval else "disabled")
-        if choice.adapter is not None:  # named in `model`: it answers whether or not retrieval runs
-            route = Route(controls.domain or choice.adapter.domain, "model", adapter=choice.adapter.served_name,
-                          retrieval=route.retrieval, manifest=choice.adapter)
-        soft = await state.soft_prompt(route)
-        timings = Timings()
-        if controls.retrieval:
-            rendered = []
-            for n, prompt in enumerate(prompts):
-                # One route per request (one adapter serves every prompt): the first prompt's.
-                prompt_route, passages = await route_and_retrieve(
-                    state, body, prompt.strip(),
-                    controls.model_copy(update={"domain": route.domain if n else controls.domain}),
-                    choice if n == 0 else ModelChoice(), timings,
+        rendered = []
+        for n, (prompt, query) in enumerate(zip(prompts, queries) if controls.retrieval else ()):
+            prompt_route, passages = await retrieve(state, query, route, controls,
+                                                    vector=vector if n == 0 else None, timings=timings)
+            if prompt_route.retrieval == "degraded":  # for any of the prompts
+                route = prompt_route
+            with timings.measure("prompt"):
+                text, passages, dropped = await fit_to_context(
+                    state, body, passages, lambda kept, p=prompt: completion_prompt(preamble, kept, p),
+                    lambda text: _count_text_tokens(state, text, virtual),
                 )
-                if n == 0:
-                    route = prompt_route
-                    soft = await state.soft_prompt(route)
-                virtual = soft.num_virtual_tokens if soft is not None else 0
-                preamble = state.preamble(route.domain)
-                with timings.measure("prompt"):
-                    text, passages, dropped = await fit_to_context(
-                        state, body, passages, lambda kept, p=prompt: completion_prompt(preamble, kept, p),
-                        lambda text: _count_text_tokens(state, text, virtual),
-                    )
-                rendered.append(text)
-                per_prompt.append(passages)
-                all_dropped += dropped
+            rendered.append(text)
+            per_prompt.append(passages)
+            all_dropped += dropped
+        if rendered:
             body["prompt"] = rendered[0] if isinstance(body["prompt"], str) else rendered
             attach(body, decoding_args(state, body, controls, route.domain, per_prompt))
         refuse_client_embeds(state, body, soft)
         request = validate_for_vllm(vllm_serving.CompletionRequest, body)
     except RetroHTTPError as exc:
-        return exc.to_response()
+        return response_for(exc)
 
     summary = retro_summary(route, controls, per_prompt[0] if per_prompt else [], dropped=all_dropped)
     if len(per_prompt) > 1:

@@ -12,13 +12,14 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from retro_vllm.rag.errors import RetroHTTPError
+from retro_vllm.rag.state import RetroState
 from retro_vllm.retrieval.corpus import CorpusError, document_from_record
 from retro_vllm.retrieval.index import IndexUnavailableError
 from retro_vllm.retrieval.ingest import IngestError, ingest
 from retro_vllm.retrieval.stores.base import StoreError
-from retro_vllm.server.errors import RetroHTTPError
+from retro_vllm.server.errors import response_for
 from retro_vllm.server.request import read_json_body
-from retro_vllm.server.state import RetroState
 
 _FIELDS = {"domain", "tenant", "documents", "delete"}
 
@@ -59,7 +60,7 @@ async def add_documents(raw_request: Request) -> JSONResponse:
                                      param=f"documents[{n}]") from None
         report = await _write(state, documents, delete)
     except RetroHTTPError as exc:
-        return exc.to_response()
+        return response_for(exc)
     return JSONResponse({"object": "retro.documents", **report.to_json()})
 
 
@@ -71,7 +72,7 @@ async def delete_document(raw_request: Request) -> JSONResponse:
         if report.missing:
             raise RetroHTTPError(404, f"document {doc_id!r} is not in the index", code="document_not_found", param="id")
     except RetroHTTPError as exc:
-        return exc.to_response()
+        return response_for(exc)
     return JSONResponse({"object": "retro.document.deleted", "id": doc_id, "deleted": True,
                          "chunks": report.deleted_chunks, "index_version": report.version.name})
 

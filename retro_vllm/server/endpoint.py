@@ -35,7 +35,7 @@ class RetroEndpointPlugin:
         app.include_router(router)
 
     async def init_state(self, engine_client, state, args: Namespace) -> None:
-        from retro_vllm.server.state import RetroState
+        from retro_vllm.rag.state import RetroState
 
         if engine_client is None:
             logger.warning("retro: no engine in this server (render-only)")
@@ -54,7 +54,7 @@ class RetroEndpointPlugin:
             prompt_embeds=prompt_embeds,
         )
         if state.retro.prompt_adapters is not None:
-            from retro_vllm.server import prompt_adapters
+            from retro_vllm.rag import prompt_adapters
 
             prompt_adapters.install(state)
         if state.retro.catalog is not None:

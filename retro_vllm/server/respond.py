@@ -10,13 +10,18 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
 from retro_vllm.compat import serving as vllm_serving
-from retro_vllm.decoding.citations import extract_citations
+from retro_vllm.rag.cite import annotate_payload, annotate_stream
+from retro_vllm.rag.errors import RetroHTTPError
+from retro_vllm.rag.timing import Timings
 from retro_vllm.retrieval.types import Passage
-from retro_vllm.server.errors import RetroHTTPError
 from retro_vllm.server.metrics import record
-from retro_vllm.server.request import retro_headers
-from retro_vllm.server.streaming import annotate_stream
-from retro_vllm.server.timing import Timings
+
+
+def retro_headers(summary: dict[str, Any]) -> dict[str, str]:
+    return {
+        "X-Retro-Domain": summary["domain"] or "none",
+        "X-Retro-Adapter": summary["adapter"] or "none",
+    }
 
 
 def validate_for_vllm(request_type, body: dict[str, Any]):
@@ -47,26 +52,15 @@ def respond(
     if isinstance(result, (vllm_serving.ChatCompletionResponse, vllm_serving.CompletionResponse)):
         payload = result.model_dump()
         with timings.measure("cite"):
-            _annotate(payload, passages_for_choice, chat)
+            annotate_payload(payload, passages_for_choice, chat)
         payload["retro"] = summary
         if model is not None:
             payload["model"] = model
         record(summary, payload.get("usage"))
         return JSONResponse(payload, headers={**headers, **timings.header()})
-    stream = annotate_stream(result, summary, passages_for_choice, chat=chat, model=model)
+    stream = annotate_stream(result, summary, passages_for_choice, chat=chat, model=model, observe=record)
     return StreamingResponse(
         vllm_serving.with_sse_keep_alive(stream, vllm_serving.keep_alive_interval(raw_request.app.state)),
         media_type="text/event-stream",
         headers={**headers, **timings.header()},
     )
-
-
-def _annotate(payload: dict[str, Any], passages_for_choice: Callable[[int], list[Passage]], chat: bool) -> None:
-    for choice in payload["choices"]:
-        passages = passages_for_choice(choice["index"])
-        if chat:
-            message = choice["message"]
-            # vLLM types `annotations` as one object; OpenAI clients expect a list.
-            message["annotations"] = extract_citations(message.get("content") or "", passages)
-        else:
-            choice["annotations"] = extract_citations(choice.get("text") or "", passages)

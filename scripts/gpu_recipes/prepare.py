@@ -17,7 +17,7 @@ from pathlib import Path
 from retro_vllm import cli
 from retro_vllm.adapters.examples import build_example, gather_candidates, qa_from_corpus, read_qa
 from retro_vllm.adapters.train_lora import encode
-from retro_vllm.decoding.prompt import assemble_messages, order_passages
+from retro_vllm.rag.assemble import assemble_messages, order_passages
 from retro_vllm.retrieval.retriever import Retriever
 
 

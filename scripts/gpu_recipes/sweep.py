@@ -23,7 +23,7 @@ import torch
 from retro_vllm.adapters.examples import Candidates, QARecord
 from retro_vllm.adapters.methods import TrainingConfig
 from retro_vllm.adapters.train_lora import train_adapter
-from retro_vllm.decoding.citations import MARKER
+from retro_vllm.decoding.markers import MARKER
 from retro_vllm.evaluation.citations import token_f1, words
 from retro_vllm.retrieval.types import Chunk, ScoredChunk
 

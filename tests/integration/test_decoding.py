@@ -64,11 +64,11 @@ def test_bias_steers_toward_passage_text(client):
 
 
 def test_processor_fault_is_contained(client, retro_server):
-    """The server runs with RETRO_VLLM_TEST_FAULTS=1, which lets this request make the
-    processor raise inside the engine core on every step."""
+    """The test server also runs the processor's fault-injecting subclass (tests/support/faults.py),
+    which this request makes raise inside the engine core on every step."""
     faulty = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "What is a light-year?"}], temperature=0, max_tokens=16,
-        extra_body={"vllm_xargs": {"retro_fault": 1}, "retro": {"domain": "astronomy"}},
+        extra_body={"vllm_xargs": {"test_fault": 1}, "retro": {"domain": "astronomy"}},
     )
     assert faulty.choices[0].message.content
     assert "retro logits processor fault in apply" in retro_server.log_path.read_text(errors="replace")

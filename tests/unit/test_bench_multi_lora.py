@@ -7,7 +7,15 @@ import statistics
 
 import pytest
 
-from bench.multi_lora import ADAPTER_COUNTS, IA3_RANK, adapters_name, analyse, markdown, paired, summary_rows
+from bench.multi_lora import (
+    ADAPTER_COUNTS,
+    IA3_RANK,
+    adapters_name,
+    analyse,
+    markdown,
+    paired,
+    summary_rows,
+)
 
 
 def fake_runs() -> dict:

@@ -1,4 +1,4 @@
-from retro_vllm.decoding.citations import extract_citations
+from retro_vllm.rag.cite import extract_citations
 from retro_vllm.retrieval.types import Chunk, Passage
 
 

@@ -2,10 +2,15 @@ import asyncio
 
 import pytest
 
-from retro_vllm.decoding.prompt import message_text, order_passages, system_text
+from retro_vllm.rag.assemble import (
+    fit_passages,
+    message_text,
+    order_passages,
+    output_reserve,
+    system_text,
+)
+from retro_vllm.rag.errors import RetroHTTPError
 from retro_vllm.retrieval.types import Chunk, ScoredChunk
-from retro_vllm.server.context import fit_passages, output_reserve
-from retro_vllm.server.errors import RetroHTTPError
 
 
 def passages():
@@ -77,7 +82,7 @@ class FakeRenderer:
 def chat_tokens(outcome, body=None, extra=0):
     from types import SimpleNamespace
 
-    from retro_vllm.server.context import ChatTokens
+    from retro_vllm.rag.assemble import ChatTokens
 
     app_state = SimpleNamespace(openai_serving_chat=SimpleNamespace(online_renderer=FakeRenderer(outcome)))
     return ChatTokens(FakeState(), app_state, body or {"model": "m"}, extra_tokens=extra)

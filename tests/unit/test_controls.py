@@ -1,7 +1,7 @@
 import pytest
 
-from retro_vllm.server.controls import parse_controls
-from retro_vllm.server.errors import RetroHTTPError
+from retro_vllm.rag.controls import parse_controls
+from retro_vllm.rag.errors import RetroHTTPError
 
 
 def test_defaults():

@@ -13,7 +13,14 @@ import pytest
 import torch
 
 from retro_vllm.decoding.args import parse_args
-from retro_vllm.decoding.markers import NEVER, OUTSIDE, build_tables, inside, step, tables_for_tokenizer
+from retro_vllm.decoding.markers import (
+    NEVER,
+    OUTSIDE,
+    build_tables,
+    inside,
+    step,
+    tables_for_tokenizer,
+)
 
 V1 = pytest.importorskip("vllm.v1.sample.logits_processor.interface")
 V2 = pytest.importorskip("vllm.v1.worker.gpu.sample.logits_processor.interface")
@@ -51,8 +58,9 @@ def xargs(**kwargs) -> SamplingParams:
     return SamplingParams(extra_args={f"retro_{k}": v for k, v in kwargs.items()})
 
 
-def v1_processor(vllm_config, rows: list[tuple[SamplingParams, list[int], list[int]]]) -> RetroLogitsProcessor:
-    processor = RetroLogitsProcessor(vllm_config, torch.device("cpu"), False)
+def v1_processor(vllm_config, rows: list[tuple[SamplingParams, list[int], list[int]]],
+                 cls: type[RetroLogitsProcessor] = RetroLogitsProcessor) -> RetroLogitsProcessor:
+    processor = cls(vllm_config, torch.device("cpu"), False)
     added = [(i, params, prompt, output) for i, (params, prompt, output) in enumerate(rows)]
     processor.update_state(V1.BatchUpdate(batch_size=len(rows), removed=[], added=added, moved=[]))
     return processor
@@ -115,7 +123,7 @@ def test_tables_come_from_the_loaded_tokenizer(tokenizer):
         {"retro_attribution": "sun star"},
         {"retro_attribution": ["w"] * 10},  # attribution covers [1]..[9]
         {"retro_attribution": [1, 2]},
-        {"retro_fault": 1},  # only honoured in a fault-injection test run
+        {"retro_fault": 1},  # fault injection lives in a test-only subclass, never in these arguments
     ],
 )
 def test_validate_params_rejects_malformed(extra):
@@ -249,10 +257,12 @@ def test_v1_attribution_never_leaves_a_row_without_a_token(vllm_config, tokenize
     assert torch.isfinite(out[0]).any() and out[0, one] == 0 and out[0, two] == float("-inf")
 
 
-def test_a_fault_in_apply_leaves_logits_unchanged(vllm_config, tokenizer, monkeypatch):
-    monkeypatch.setenv("RETRO_VLLM_TEST_FAULTS", "1")
+def test_a_fault_in_apply_leaves_logits_unchanged(vllm_config, tokenizer):
+    from tests.support.faults import FaultInjectingProcessor
+
     vocab = len(tokenizer)
-    processor = v1_processor(vllm_config, [(xargs(passages=1, fault=1), [], ids(tokenizer, " ["))])
+    faulty = SamplingParams(extra_args={"retro_passages": 1, "test_fault": 1})
+    processor = v1_processor(vllm_config, [(faulty, [], ids(tokenizer, " ["))], cls=FaultInjectingProcessor)
     logits = torch.randn(1, vocab)
     assert torch.equal(processor.apply(logits.clone()), logits)
 

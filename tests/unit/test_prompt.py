@@ -1,4 +1,9 @@
-from retro_vllm.decoding.prompt import assemble_messages, last_user_text, order_passages, system_text
+from retro_vllm.rag.assemble import (
+    assemble_messages,
+    last_user_text,
+    order_passages,
+    system_text,
+)
 from retro_vllm.retrieval.types import Chunk, ScoredChunk
 
 

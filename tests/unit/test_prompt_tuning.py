@@ -11,8 +11,12 @@ import torch
 from retro_vllm.adapters.prompt_tuning import PromptAdapterError, SoftPrompt
 from retro_vllm.config import RetroConfig
 from retro_vllm.launch import engine_flags
-from retro_vllm.server.errors import RetroHTTPError
-from retro_vllm.server.prompt_adapters import VIRTUAL_TOKEN_ID, _with_soft_prompt, refuse_client_embeds
+from retro_vllm.rag.errors import RetroHTTPError
+from retro_vllm.rag.prompt_adapters import (
+    VIRTUAL_TOKEN_ID,
+    _with_soft_prompt,
+    refuse_client_embeds,
+)
 
 VIRTUAL = 5
 

@@ -14,7 +14,7 @@ def test_bodies_without_xargs_are_untouched():
 
 
 def test_server_timing_header_lists_each_step_once():
-    from retro_vllm.server.timing import Timings
+    from retro_vllm.rag.timing import Timings
 
     timings = Timings()
     assert timings.header() == {}

@@ -10,9 +10,16 @@ import numpy as np
 import pytest
 
 from retro_vllm.config import RetroConfig
-from retro_vllm.server.controls import RetroControls
-from retro_vllm.server.errors import RetroHTTPError
-from retro_vllm.server.request import ModelChoice, route_and_retrieve, search_with_timeout
+from retro_vllm.rag.controls import RetroControls
+from retro_vllm.rag.errors import RetroHTTPError
+from retro_vllm.rag.retrieve import retrieve, search_with_timeout
+from retro_vllm.rag.route import ModelChoice, decide_route
+
+
+async def route_and_retrieve(state, body, query, controls, choice, timings=None):
+    """Steps 1 and 2 of a request, as the chat route runs them."""
+    route, vector = await decide_route(state, body, query, controls, choice, timings)
+    return await retrieve(state, query, route, controls, vector=vector, timings=timings)
 
 
 class FaultyRetriever:
@@ -91,7 +98,7 @@ def test_an_embedder_error_is_not_taken_for_a_store_fault():
 
 
 def test_embedding_and_search_are_timed_apart_in_one_hop():
-    from retro_vllm.server.timing import Timings
+    from retro_vllm.rag.timing import Timings
 
     s = state("fail", "sleep")
     s.retriever.released.set()  # the store answers at once

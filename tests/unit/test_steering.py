@@ -2,10 +2,10 @@ from types import SimpleNamespace
 
 from retro_vllm.config import DecodingSection, DomainSection, RetroConfig
 from retro_vllm.decoding.args import parse_args
+from retro_vllm.rag.controls import RetroControls
+from retro_vllm.rag.state import RetroState
+from retro_vllm.rag.steer import attach, decoding_args
 from retro_vllm.retrieval.types import Chunk, Passage
-from retro_vllm.server.controls import RetroControls
-from retro_vllm.server.state import RetroState
-from retro_vllm.server.steering import attach, decoding_args
 
 
 class WordTokenizer:

@@ -1,8 +1,8 @@
 import asyncio
 import json
 
+from retro_vllm.rag.cite import annotate_stream
 from retro_vllm.retrieval.types import Chunk, Passage
-from retro_vllm.server.streaming import annotate_stream
 
 P = [Passage(rank=1, chunk=Chunk(id="a#0", doc_id="a", text="t", domain="d", title="A", url="https://e/a"),
              score=1.0, stage="dense", scores={})]

@@ -10,8 +10,8 @@ from typing import Any
 from retro_vllm.adapters.catalog import AdapterCatalog
 from retro_vllm.adapters.registry import AdapterRegistry, seed_registry
 from retro_vllm.config import RetroConfig, load_config
-from retro_vllm.retrieval.onnx_embedder import serving_embedder
 from retro_vllm.retrieval.ingest import ensure_index
+from retro_vllm.retrieval.onnx_embedder import serving_embedder
 from retro_vllm.retrieval.retriever import Retriever
 from retro_vllm.routing.router import DomainRouter
 from retro_vllm.routing.training import ensure_router
@@ -33,7 +33,7 @@ class RetroState:
         """The soft prompt of the route's prompt-tuning adapter, or None (LoRA, or no adapter).
         Only a prompt adapter goes to a worker thread (its first use reads the adapter's file):
         every other request stays off the thread hop, on the TTFT path."""
-        from retro_vllm.server.prompt_adapters import is_prompt_adapter
+        from retro_vllm.rag.prompt_adapters import is_prompt_adapter
 
         if self.prompt_adapters is None or not is_prompt_adapter(route.manifest):
             return None
@@ -72,7 +72,7 @@ class RetroState:
             catalog = AdapterCatalog(registry, base_model=served_name or config.model.name, max_rank=max_lora_rank)
         prompt_adapters = None
         if catalog is not None and prompt_embeds is not None:
-            from retro_vllm.server.prompt_adapters import PromptAdapters
+            from retro_vllm.rag.prompt_adapters import PromptAdapters
 
             hidden_size, dtype = prompt_embeds
             prompt_adapters = PromptAdapters(catalog.registry, hidden_size=hidden_size, dtype=dtype)

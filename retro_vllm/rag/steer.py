@@ -13,9 +13,9 @@ from retro_vllm.decoding.args import (
     MAX_BIAS_TOKENS,
 )
 from retro_vllm.decoding.attribution import vocabulary
+from retro_vllm.rag.controls import RetroControls
+from retro_vllm.rag.state import RetroState
 from retro_vllm.retrieval.types import Passage
-from retro_vllm.server.controls import RetroControls
-from retro_vllm.server.state import RetroState
 
 # Requests whose output follows a grammar or a tool schema: brackets and digits mean something
 # else there, so the citation constraint stays out of the way.

@@ -25,10 +25,10 @@ from typing import Any
 
 import torch
 
-from retro_vllm.compat import renderers
 from retro_vllm.adapters.prompt_tuning import PromptAdapterError, SoftPrompt
 from retro_vllm.adapters.registry import AdapterManifest
-from retro_vllm.server.errors import RetroHTTPError
+from retro_vllm.compat import renderers
+from retro_vllm.rag.errors import RetroHTTPError
 
 logger = logging.getLogger(__name__)
 

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
-from retro_vllm.server.errors import RetroHTTPError
+from retro_vllm.decoding.args import MAX_BIAS
+from retro_vllm.rag.errors import RetroHTTPError
 
 FilterValue = StrictStr | StrictInt | StrictFloat | StrictBool | list[StrictStr | StrictInt | StrictFloat | StrictBool]
 
@@ -32,3 +42,22 @@ def parse_controls(raw: Any) -> RetroControls:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in ("retro", *first["loc"]))
         raise RetroHTTPError(400, f"{where}: {first['msg']}", code="invalid_retro", param=where) from None
+
+
+def check_controls(config, controls: RetroControls) -> None:
+    """The controls against what this server is configured with: a known domain, bias and
+    top_k in range. Raises RetroHTTPError 400."""
+    if controls.domain is not None and config.domain(controls.domain) is None:
+        known = ", ".join(config.domain_names) or "none configured"
+        raise RetroHTTPError(
+            400, f"unknown domain {controls.domain!r}; known domains: {known}", code="unknown_domain", param="retro.domain"
+        )
+    if controls.bias is not None and not 0 <= controls.bias <= MAX_BIAS:
+        raise RetroHTTPError(
+            400, f"retro.bias must be between 0 and {MAX_BIAS:g}, got {controls.bias}", code="invalid_bias", param="retro.bias"
+        )
+    limit = config.retrieval.max_top_k
+    if controls.top_k is not None and not 1 <= controls.top_k <= limit:
+        raise RetroHTTPError(
+            400, f"retro.top_k must be between 1 and {limit}, got {controls.top_k}", code="invalid_top_k", param="retro.top_k"
+        )
