@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from bench.common import RESULTS, machine
+from bench.harness.results import RESULTS, machine
 
 BENCHES = {
     "overhead": "bench.overhead",

@@ -14,7 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import demo_config, write_result
+from bench.harness.config import demo_config
+from bench.harness.results import write_result
 
 
 def main() -> None:

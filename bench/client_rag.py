@@ -18,8 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import RetroServer, chat, demo_config, p, p50, pyplot, running, sdk, write_result
-from bench.stock import StockServer
+from bench.harness.client import chat, sdk
+from bench.harness.config import demo_config
+from bench.harness.results import pyplot, write_result
+from bench.harness.servers import RetroServer, StockServer, running
+from bench.harness.stats import p, p50
 
 MODEL = "SmolLM2-135M-Instruct"
 # The prompt of LangChain's RAG tutorial (the `rlm/rag-prompt` hub prompt), as users copy it.
@@ -144,7 +147,7 @@ def plot(results: dict) -> None:
     plt = pyplot()
     if plt is None:
         return
-    from bench.common import RESULTS
+    from bench.harness.results import RESULTS
 
     levels = list(results)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))

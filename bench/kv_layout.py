@@ -21,7 +21,11 @@ from pathlib import Path
 import httpx
 from tqdm.auto import tqdm
 
-from bench.common import RetroServer, chat, demo_config, p50, sdk, write_result
+from bench.harness.client import chat, sdk
+from bench.harness.config import demo_config
+from bench.harness.results import write_result
+from bench.harness.servers import RetroServer
+from bench.harness.stats import p50
 
 WORDINGS = ("{q}", "Briefly: {q}", "{q} Please explain.")
 

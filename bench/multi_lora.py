@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import REPO, RESULTS, pyplot, write_result
+from bench.harness.results import REPO, RESULTS, pyplot, write_result
 
 ADAPTER_COUNTS = (1, 4, 8, 32)
 QKVO = ["q_proj", "k_proj", "v_proj", "o_proj"]

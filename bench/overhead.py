@@ -55,9 +55,13 @@ import httpx
 import numpy as np
 from tqdm.auto import tqdm
 
-from bench.common import (EngineSpan, PeakMemory, RetroServer, chat, clustered, demo_config, evict_cached_libraries, final_messages,
-                          isolated, load, median_se, p, p50, pyplot, running, sdk, write_result)
-from bench.stock import STOCK_VENV, StockServer
+from bench.harness.client import EngineSpan, chat, load, sdk
+from bench.harness.config import demo_config
+from bench.harness.memory import PeakMemory, evict_cached_libraries, isolated
+from bench.harness.results import pyplot, write_result
+from bench.harness.servers import STOCK_VENV, RetroServer, StockServer, running
+from bench.harness.stats import median_se, p, p50
+from bench.harness.workload import clustered, final_messages
 
 MODEL = "SmolLM2-135M-Instruct"
 ENGINE = ["--no-enable-prefix-caching"]
@@ -292,7 +296,7 @@ def plot(results: dict) -> None:
     plt = pyplot()
     if plt is None:
         return
-    from bench.common import RESULTS
+    from bench.harness.results import RESULTS
 
     scales = list(results["scales"])
     parts = ("embed", "search", "prompt", "route")

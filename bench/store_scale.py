@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from bench.common import clustered, p, p50, pyplot, write_result
+from bench.harness.results import pyplot, write_result
+from bench.harness.stats import p, p50
+from bench.harness.workload import clustered
 
 DIM = 384
 DOMAINS = ("astronomy", "cooking", "networking")
@@ -122,7 +124,7 @@ def plot(results: dict) -> None:
     plt = pyplot()
     if plt is None:
         return
-    from bench.common import RESULTS
+    from bench.harness.results import RESULTS
 
     fig, ax = plt.subplots(figsize=(7, 4))
     scales = list(results["scales"])
