@@ -11,6 +11,8 @@ Qdrant Edge at 10k/100k chunks), multi_lora (LoRA slots: 1/4/8/32 distinct adapt
 and the cost of --max-lora-rank 256 that IA3-as-LoRA needs). Stock vLLM runs from its own environment
 (.venv-stock, created on first use) because retro-vllm's logits processor loads in every vLLM of
 an environment.
+
+Each bench also runs alone, with its options: `python -m bench.overhead --help`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from bench.common import RESULTS, machine
+from bench.harness.results import RESULTS, machine
 
 BENCHES = {
     "overhead": "bench.overhead",
@@ -29,12 +31,10 @@ BENCHES = {
     "store_scale": "bench.store_scale",
     "multi_lora": "bench.multi_lora",
 }
-RESULT_FILES = {"overhead": "overhead", "client_rag": "client_rag", "kv_layout": "kv_layout",
-                "store_scale": "store_scale", "multi_lora": "multi_lora"}
 
 
 def load(name: str) -> dict | None:
-    path = RESULTS / f"{RESULT_FILES[name]}.json"
+    path = RESULTS / f"{name}.json"  # bench/harness/driver.py names result files after the bench's module
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -138,6 +138,8 @@ def main() -> None:
     for name in names:
         print(f"==> bench {name}", flush=True)
         start = time.perf_counter()
+        # Its own interpreter (which runs bench/harness/driver.py's main): no bench inherits another's
+        # mapped libraries or engine memory (vLLM frees an engine's memory only when its process ends).
         subprocess.run([sys.executable, "-m", BENCHES[name]], check=True)
         seconds[name] = time.perf_counter() - start
     write_summary(seconds)

@@ -8,21 +8,23 @@ model on the questions it held out of training, on serving-layout prompts (the f
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import demo_config, write_result
+from bench.harness.config import demo_config
+from bench.harness.driver import main
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def options(parser) -> None:
     parser.add_argument("--domains", nargs="+", default=["astronomy", "cooking", "networking"])
     parser.add_argument("--max-questions", type=int, default=24)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    args = parser.parse_args()
+
+
+def run(args) -> dict:
     from retro_vllm.adapters.examples import gather_candidates, read_qa
     from retro_vllm.adapters.validate import validate
     from retro_vllm.cli import _prepare_index, _prepare_model
@@ -46,6 +48,12 @@ def main() -> None:
                                top_k=config.retrieval.top_k, max_new_tokens=args.max_new_tokens, progress=True)
             results[domain] = {**figures.record(), "seconds": round(time.perf_counter() - start, 1)}
             print(domain, figures.summary(), flush=True)
+    # The settings the table states beside the figures.
+    return {"domains": results, "setup": {"max_new_tokens": args.max_new_tokens, "top_k": config.retrieval.top_k}}
+
+
+def table(result: dict) -> str:
+    results, setup = result["domains"], result["setup"]
     lines = ["| adapter | held-out questions | loss adapter / base | answer F1 adapter / base "
              "| valid citations adapter / base | gate |", "|---|---|---|---|---|---|"]
     for domain, r in results.items():
@@ -54,12 +62,10 @@ def main() -> None:
                      f"{b['f1']:.3f} | {a['valid_citations']:.2f} / {b['valid_citations']:.2f} | "
                      f"{'better' if r['better'] else 'refused'} |")
     lines.append(f"\nRule: {next(iter(results.values()))['rule']}. Greedy, float32, transformers + peft (no vLLM, no "
-                 f"citation constraint), {args.max_new_tokens} new tokens, top_k {config.retrieval.top_k} passages "
+                 f"citation constraint), {setup['max_new_tokens']} new tokens, top_k {setup['top_k']} passages "
                  "laid out as served (gold passage included).")
-    markdown = "\n".join(lines)
-    print(markdown)
-    print(f"\nwritten: {write_result('adapter_validation', markdown, {'domains': results})}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.modules[__name__])

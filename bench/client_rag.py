@@ -11,15 +11,18 @@ question sets, so no level is served from an earlier level's cache.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import RetroServer, chat, demo_config, p, p50, pyplot, running, sdk, write_result
-from bench.stock import StockServer
+from bench.harness.client import chat, sdk
+from bench.harness.config import demo_config
+from bench.harness.driver import main
+from bench.harness.servers import RetroServer, StockServer, running
+from bench.harness.stats import p, p50
 
 MODEL = "SmolLM2-135M-Instruct"
 # The prompt of LangChain's RAG tutorial (the `rlm/rag-prompt` hub prompt), as users copy it.
@@ -98,12 +101,13 @@ async def level(run_one, questions: list[str], concurrency: int) -> dict:
             "ttft_p50": p50(ttft), "ttft_p95": p(ttft, 0.95), "total_p50": p50(total), "total_p95": p(total, 0.95)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def options(parser) -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--per-level", type=int, nargs="+", default=[6, 12, 24], help="Questions at each level.")
     parser.add_argument("--max-tokens", type=int, default=48, help="Generated tokens per answer (ignore_eos).")
-    args = parser.parse_args()
+
+
+def run(args) -> dict:
     from retro_vllm.config import DEMO_CONFIG, load_config
 
     questions = []
@@ -134,18 +138,20 @@ def main() -> None:
                     }
 
             asyncio.run(run_all())
-    markdown = table(results, args)
-    print(markdown)
-    print(f"\nwritten: {write_result('client_rag', markdown, {str(k): v for k, v in results.items()})}")
-    plot(results)
+    # What the table states besides the levels' figures; bench/__main__ reads the levels only.
+    results["setup"] = {"max_tokens": args.max_tokens, "per_level": args.per_level}
+    return results
 
 
-def plot(results: dict) -> None:
-    plt = pyplot()
-    if plt is None:
-        return
-    from bench.common import RESULTS
+def by_level(results: dict) -> dict:
+    """The concurrency levels' figures, without the run's settings."""
+    return {level: rows for level, rows in results.items() if level != "setup"}
 
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    results = by_level(results)
     levels = list(results)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for name in ("langchain + stock vLLM", "retro-vllm"):
@@ -156,10 +162,11 @@ def plot(results: dict) -> None:
     axes[0].legend()
     fig.suptitle("Server-side RAG (retro-vllm) vs client-side LangChain chain on stock vLLM")
     fig.tight_layout()
-    fig.savefig(RESULTS / "client_rag.png", dpi=120)
+    fig.savefig(path, dpi=120)
 
 
-def table(results: dict, args) -> str:
+def table(results: dict) -> str:
+    setup, results = results["setup"], by_level(results)
     lines = ["| concurrency | pipeline | requests/s | generated tok/s | TTFT p50 ms | TTFT p95 ms | latency p50 ms "
              "| latency p95 ms |", "|---|---|---|---|---|---|---|---|"]
     for concurrency, rows in results.items():
@@ -173,11 +180,11 @@ def table(results: dict, args) -> str:
         lines.append(f"| {concurrency} | {ours['requests_s'] / base['requests_s']:.2f}x | "
                      f"{base['ttft_p50'] / ours['ttft_p50']:.2f}x | {base['total_p50'] / ours['total_p50']:.2f}x |")
     lines.append("")
-    lines.append(f"{args.max_tokens} generated tokens per answer (ignore_eos), greedy; questions per level "
-                 f"{args.per_level}, disjoint. Baseline: LangChain LCEL chain (retriever over the same FAISS index "
+    lines.append(f"{setup['max_tokens']} generated tokens per answer (ignore_eos), greedy; questions per level "
+                 f"{setup['per_level']}, disjoint. Baseline: LangChain LCEL chain (retriever over the same FAISS index "
                  "and embedder in the client, LangChain's RAG tutorial prompt) -> ChatOpenAI -> stock vLLM.")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.modules[__name__])

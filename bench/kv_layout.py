@@ -12,16 +12,20 @@ with `retro.retrieval: false`, so both go through the same engine, model and ada
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
+import sys
 import tempfile
 from pathlib import Path
 
 import httpx
 from tqdm.auto import tqdm
 
-from bench.common import RetroServer, chat, demo_config, p50, sdk, write_result
+from bench.harness.client import chat, sdk
+from bench.harness.config import demo_config
+from bench.harness.driver import main
+from bench.harness.servers import RetroServer
+from bench.harness.stats import p50
 
 WORDINGS = ("{q}", "Briefly: {q}", "{q} Please explain.")
 
@@ -32,7 +36,7 @@ def naive_messages(preamble: str, question: str, passages: list[dict]) -> list[d
     return [{"role": "system", "content": preamble}, {"role": "user", "content": f"{question}\n\nSources:\n\n{sources}"}]
 
 
-async def run(url: str, *, model: str, per_domain: int, preamble: str, qa_dir: Path, max_tokens: int = 8) -> dict:
+async def measure(url: str, *, model: str, per_domain: int, preamble: str, qa_dir: Path, max_tokens: int = 8) -> dict:
     jobs = []
     for path in sorted(qa_dir.glob("*.jsonl")):
         domain = path.stem
@@ -63,51 +67,61 @@ async def run(url: str, *, model: str, per_domain: int, preamble: str, qa_dir: P
     return {"rows": rows, "questions": len(jobs), "repeats": len(jobs) * (len(WORDINGS) - 1), "same_set": same_set}
 
 
-def table(result: dict) -> tuple[str, dict]:
+def summarise(measured: dict) -> dict:
+    """Per layout: TTFT p50 of cold and repeated questions, the prefix-cache share and the prompt
+    tokens p50 of the repeats; the repeats' TTFT ratio; the counts the table states."""
     summary = {}
-    lines = ["| layout | TTFT p50 cold ms | TTFT p50 repeat ms | cached share of prompt, repeats | prompt tokens p50 |",
-             "|---|---|---|---|---|"]
-    for layout, parts in result["rows"].items():
+    for layout, parts in measured["rows"].items():
         cold = p50([t.ttft_s for t in parts["cold"]]) * 1000
         repeat = p50([t.ttft_s for t in parts["repeat"]]) * 1000
         cached = sum(t.cached_tokens for t in parts["repeat"]) / max(1, sum(t.prompt_tokens for t in parts["repeat"]))
         tokens = p50([t.prompt_tokens for t in parts["repeat"]])
-        summary[layout] = {"ttft_p50_cold_ms": cold, "ttft_p50_repeat_ms": repeat, "cached_share_repeat": cached}
-        lines.append(f"| {layout} | {cold:.0f} | {repeat:.0f} | {cached:.1%} | {tokens:.0f} |")
+        summary[layout] = {"ttft_p50_cold_ms": cold, "ttft_p50_repeat_ms": repeat, "cached_share_repeat": cached,
+                           "prompt_tokens_p50_repeat": tokens}
     ratio = summary["naive"]["ttft_p50_repeat_ms"] / summary["retro"]["ttft_p50_repeat_ms"]
     summary["repeat_ttft_ratio_naive_over_retro"] = ratio
+    return {**summary, **{key: measured[key] for key in ("questions", "repeats", "same_set")}}
+
+
+def table(result: dict) -> str:
+    lines = [f"Model: `{result['model']}`.", "",
+             "| layout | TTFT p50 cold ms | TTFT p50 repeat ms | cached share of prompt, repeats | prompt tokens p50 |",
+             "|---|---|---|---|---|"]
+    for layout in ("retro", "naive"):
+        row = result[layout]
+        lines.append(f"| {layout} | {row['ttft_p50_cold_ms']:.0f} | {row['ttft_p50_repeat_ms']:.0f} | "
+                     f"{row['cached_share_repeat']:.1%} | {row['prompt_tokens_p50_repeat']:.0f} |")
     lines.append("")
+    ratio = result["repeat_ttft_ratio_naive_over_retro"]
     lines.append(f"Repeated part: naive TTFT p50 / retro TTFT p50 = **{ratio:.2f}x** (target >= 4x). "
                  f"{result['questions']} questions x {len(WORDINGS)} wordings; {result['same_set']} of "
                  f"{result['repeats']} repeats retrieved the same passage set as the first wording.")
-    return "\n".join(lines), summary
+    return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def options(parser) -> None:
     parser.add_argument("--per-domain", type=int, default=3,
                         help="Questions per demo domain (each asked in 3 wordings, in both layouts).")
     parser.add_argument("--model", default="SmolLM2-135M-Instruct",
                         help="Served model or adapter name, the same for both layouts.")
     parser.add_argument("--url", default=None, help="Use a running retro-vllm server instead of starting one.")
-    args = parser.parse_args()
+
+
+def run(args) -> dict:
     from retro_vllm.config import DEMO_CONFIG, load_config
 
     preamble = load_config(DEMO_CONFIG).serving.preamble
     qa_dir = DEMO_CONFIG.parent / "qa"
     if args.url:
-        result = asyncio.run(run(args.url, model=args.model, per_domain=args.per_domain, preamble=preamble,
-                                 qa_dir=qa_dir))
+        measured = asyncio.run(measure(args.url, model=args.model, per_domain=args.per_domain, preamble=preamble,
+                                       qa_dir=qa_dir))
     else:
         with tempfile.TemporaryDirectory(prefix="retro-bench-") as tmp, \
                 RetroServer(demo_config(Path(tmp) / "home")) as server:
-            result = asyncio.run(run(server.url, model=args.model, per_domain=args.per_domain, preamble=preamble,
-                                     qa_dir=qa_dir))
-    markdown, summary = table(result)
-    print(markdown)
-    path = write_result("kv_layout", f"Model: `{args.model}`.\n\n{markdown}", {"model": args.model, **summary})
-    print(f"\nwritten: {path}")
+            measured = asyncio.run(measure(server.url, model=args.model, per_domain=args.per_domain,
+                                           preamble=preamble, qa_dir=qa_dir))
+    return {"model": args.model, **summarise(measured)}
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.modules[__name__])

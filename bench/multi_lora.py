@@ -31,7 +31,6 @@ adapters' shapes, not on what their weights say.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -41,7 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import REPO, RESULTS, pyplot, write_result
+from bench.harness.driver import main
+from bench.harness.results import REPO
 
 ADAPTER_COUNTS = (1, 4, 8, 32)
 QKVO = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -215,7 +215,7 @@ def analyse(runs: dict[str, dict]) -> dict:
     }
 
 
-def markdown(result: dict) -> str:
+def table(result: dict) -> str:
     s, r = result["setup"], result["rank"]
     lines = [f"Batch of {s['prompts']} requests x {s['max_tokens']} generated tokens, request i on adapter i % k:", "",
              "| distinct adapters in the batch | generated tok/s (median) | vs 1 adapter (paired median) "
@@ -255,10 +255,9 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(result: dict) -> None:
-    plt = pyplot()
-    if plt is None:
-        return
+def plot(result: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
     ks = list(result["adapters"])
     left.plot([str(k) for k in ks], [result["adapters"][k]["vs_1_adapter"] for k in ks], "o-", label="vs 1 adapter")
@@ -278,7 +277,7 @@ def plot(result: dict) -> None:
     right.set_ylabel("generated tok/s")
     right.set_title("one k/v adapter: the rank cost")
     fig.tight_layout()
-    fig.savefig(RESULTS / "multi_lora.png", dpi=120)
+    fig.savefig(path, dpi=120)
 
 
 def summary_rows(result: dict) -> list[tuple[str, str, str, str, str]]:
@@ -302,15 +301,16 @@ def summary_rows(result: dict) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def options(parser) -> None:
     parser.add_argument("--prompts", type=int, default=32, help="requests in the multi-adapter batch")
     parser.add_argument("--max-tokens", type=int, default=16, help="generated tokens per request")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per setting (median)")
     parser.add_argument("--rank-prompts", type=int, default=4, help="requests in the rank-cost batch")
     parser.add_argument("--rank-max-tokens", type=int, default=12, help="generated tokens per rank-cost request")
     parser.add_argument("--rank-rounds", type=int, default=2, help="timed rounds on the rank-256 engine")
-    args = parser.parse_args()
+
+
+def run(args) -> dict:
     began = time.perf_counter()
 
     def progress(message: str) -> None:
@@ -349,12 +349,8 @@ def main() -> None:
                        "rank_rounds": args.rank_rounds, "dtype": "bfloat16 (the checkpoint's, as served)",
                        "adapters": "synthetic, seeded random weights"}
     result["wall_s"] = time.perf_counter() - began
-    table = markdown(result)
-    print(table)
-    written = write_result("multi_lora", table, result)
-    plot(result)
-    print(f"\nwritten: {written} (+ .json, .png); whole bench {result['wall_s']:.0f} s")
+    return result
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.modules[__name__])

@@ -43,7 +43,6 @@ isolates the plugin.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import statistics
@@ -55,9 +54,13 @@ import httpx
 import numpy as np
 from tqdm.auto import tqdm
 
-from bench.common import (EngineSpan, PeakMemory, RetroServer, chat, clustered, demo_config, evict_cached_libraries, final_messages,
-                          isolated, load, median_se, p, p50, pyplot, running, sdk, write_result)
-from bench.stock import STOCK_VENV, StockServer
+from bench.harness.client import EngineSpan, chat, load, sdk
+from bench.harness.config import demo_config
+from bench.harness.driver import main
+from bench.harness.memory import PeakMemory, evict_cached_libraries, isolated
+from bench.harness.servers import STOCK_VENV, RetroServer, StockServer, running
+from bench.harness.stats import median_se, p, p50
+from bench.harness.workload import clustered, final_messages
 
 MODEL = "SmolLM2-135M-Instruct"
 ENGINE = ["--no-enable-prefix-caching"]
@@ -191,8 +194,7 @@ async def measure(retro_url: str, stock_url: str, config_path: Path, real, quest
                                         "constraint_bias": against_stock("retro_bias")}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def options(parser) -> None:
     parser.add_argument("--scales", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--questions", type=int, default=12)
     parser.add_argument("--concurrency", type=int, default=16)
@@ -200,7 +202,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32, help="Tokens per request in the throughput rounds.")
     parser.add_argument("--rounds", type=int, default=2, help="Paired throughput rounds (median).")
     parser.add_argument("--bias", type=float, default=1.0, help="retro.bias of the retrieval-aware decoding rows.")
-    args = parser.parse_args()
+
+
+def run(args) -> dict:
     from retro_vllm.config import DEMO_CONFIG, load_config
 
     preamble = load_config(DEMO_CONFIG).serving.preamble
@@ -224,10 +228,7 @@ def main() -> None:
             results["memory_mb"] = {"retro": peaks["retro"]["rss"], "stock": peaks["stock"]["rss"],
                                     "retro_anon": peaks["retro"]["anon"], "stock_anon": peaks["stock"]["anon"],
                                     "scale": max(args.scales)}
-    markdown = table(results)
-    print(markdown)
-    print(f"\nwritten: {write_result('overhead', markdown, results)}")
-    plot(results)
+    return results
 
 
 def table(results: dict) -> str:
@@ -288,11 +289,8 @@ def processor_table(proc: dict, t: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict) -> None:
-    plt = pyplot()
-    if plt is None:
-        return
-    from bench.common import RESULTS
+def plot(results: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
 
     scales = list(results["scales"])
     parts = ("embed", "search", "prompt", "route")
@@ -311,8 +309,8 @@ def plot(results: dict) -> None:
     ax.set_title("retro-vllm added latency vs stock vLLM")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "overhead.png", dpi=120)
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.modules[__name__])

@@ -11,7 +11,7 @@ Vectors are random, clustered so that neighbours are meaningful (uniform random 
 
 from __future__ import annotations
 
-import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from bench.common import clustered, p, p50, pyplot, write_result
+from bench.harness.driver import main
+from bench.harness.stats import p, p50
+from bench.harness.workload import clustered
 
 DIM = 384
 DOMAINS = ("astronomy", "cooking", "networking")
@@ -76,11 +78,12 @@ def recall(found: list[list[str]], exact: list[list[str]]) -> float:
     return float(np.mean([len(set(f) & set(e)) / max(len(e), 1) for f, e in zip(found, exact)]))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def options(parser) -> None:
     parser.add_argument("--scales", type=int, nargs="+", default=[10000, 100000])
     parser.add_argument("--queries", type=int, default=300)
-    args = parser.parse_args()
+
+
+def run(args) -> dict:
     results: dict = {"scales": {}}
     with tempfile.TemporaryDirectory(prefix="retro-store-bench-") as tmp:
         for scale in args.scales:
@@ -99,10 +102,7 @@ def main() -> None:
                 row["build_ratio"] = row["build_per_s"] / exact["build_per_s"]
                 row["search_p50_ratio"] = exact["p50_ms"] / row["p50_ms"]
             results["scales"][scale] = rows
-    markdown = table(results)
-    print(markdown)
-    print(f"\nwritten: {write_result('store_scale', markdown, results)}")
-    plot(results)
+    return results
 
 
 def table(results: dict) -> str:
@@ -118,11 +118,8 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict) -> None:
-    plt = pyplot()
-    if plt is None:
-        return
-    from bench.common import RESULTS
+def plot(results: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
     scales = list(results["scales"])
@@ -135,8 +132,8 @@ def plot(results: dict) -> None:
     ax.set_title("Vector stores on 2 cores")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "store_scale.png", dpi=120)
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.modules[__name__])

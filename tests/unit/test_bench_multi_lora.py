@@ -7,15 +7,7 @@ import statistics
 
 import pytest
 
-from bench.multi_lora import (
-    ADAPTER_COUNTS,
-    IA3_RANK,
-    adapters_name,
-    analyse,
-    markdown,
-    paired,
-    summary_rows,
-)
+from bench.multi_lora import ADAPTER_COUNTS, IA3_RANK, adapters_name, analyse, paired, summary_rows, table
 
 
 def fake_runs() -> dict:
@@ -53,7 +45,7 @@ def test_summary_rows_read_the_written_json():
     result["setup"] = {"prompts": 16, "max_tokens": 16, "rounds": 3, "rank_prompts": 4, "rank_max_tokens": 12,
                        "rank_rounds": 2}
     result["wall_s"] = 180.0
-    assert "| 32 |" in markdown(result)
+    assert "| 32 |" in table(result)
     reread = json.loads(json.dumps(result))  # bench/__main__ reads the json: integer keys become strings
     rows = summary_rows(reread)
     assert rows == summary_rows(result)
