@@ -40,10 +40,7 @@ def _load(config_path: Optional[Path]):
 
 def _prepare_model(config) -> Path:
     """The served checkpoint; the embedded default is converted once (with progress)."""
-    from retro_vllm.models.default_model import (
-        ModelUnavailableError,
-        ensure_default_model,
-    )
+    from retro_vllm.models.default_model import ModelUnavailableError, ensure_default_model
 
     try:
         path = config.model.path or ensure_default_model(config.home_dir)
@@ -61,10 +58,7 @@ def _prepare_served_model(config) -> tuple[Path, list[str]]:
     from its GGUF (`model.from_gguf`), else a checkpoint as `_prepare_model` gives."""
     if config.model.path or not config.model.from_gguf:
         return _prepare_model(config), []
-    from retro_vllm.models.default_model import (
-        ModelUnavailableError,
-        ensure_default_gguf_folder,
-    )
+    from retro_vllm.models.default_model import ModelUnavailableError, ensure_default_gguf_folder
     from retro_vllm.models.gguf_weights import LOAD_FORMAT
 
     try:
@@ -121,11 +115,7 @@ def _prepare_index(config):
 
 
 def _seed_adapters(config) -> None:
-    from retro_vllm.adapters.registry import (
-        AdapterError,
-        AdapterRegistry,
-        seed_registry,
-    )
+    from retro_vllm.adapters.registry import AdapterError, AdapterRegistry, seed_registry
 
     try:
         for manifest in seed_registry(AdapterRegistry(config.registry_dir), config.adapter_seeds(),
@@ -279,12 +269,7 @@ def train(
     from pydantic import ValidationError
 
     from retro_vllm.adapters.examples import gather_candidates, qa_from_corpus, read_qa
-    from retro_vllm.adapters.methods import (
-        DEFAULT_LEARNING_RATE,
-        METHODS,
-        MethodError,
-        TrainingConfig,
-    )
+    from retro_vllm.adapters.methods import DEFAULT_LEARNING_RATE, METHODS, MethodError, TrainingConfig
     from retro_vllm.adapters.registry import AdapterError, AdapterRegistry
     from retro_vllm.adapters.train_lora import CheckpointError, data_hash, train_adapter
     from retro_vllm.adapters.validate import gate

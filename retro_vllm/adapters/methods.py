@@ -103,14 +103,8 @@ def adalora_schedule(total_steps: int) -> tuple[int, int]:
 def build_peft_config(settings: TrainingConfig, *, total_steps: int, model_config: dict[str, Any]):
     """The peft config for `settings.method`; raises MethodError for a setting that cannot be
     trained here or could never be served."""
-    from peft import (
-        AdaLoraConfig,
-        IA3Config,
-        LoraConfig,
-        PrefixTuningConfig,
-        PromptTuningConfig,
-        PromptTuningInit,
-    )
+    from peft import (AdaLoraConfig, IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig,
+                      PromptTuningInit)
 
     method = settings.method
     if method == "lora":

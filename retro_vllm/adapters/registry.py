@@ -25,16 +25,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from retro_vllm.adapters.convert import (
-    CONFIG,
-    PREFIX_TUNING_DOC,
-    VLLM_MAX_RANK,
-    WEIGHTS,
-    ConversionError,
-    LoraAdapter,
-    convert_adalora,
-    convert_ia3,
-    peft_type,
-    read_tensors,
+    CONFIG, PREFIX_TUNING_DOC, VLLM_MAX_RANK, WEIGHTS, ConversionError, LoraAdapter, convert_adalora,
+    convert_ia3, peft_type, read_tensors,
 )
 from retro_vllm.fsutil import folder_lock, replace_text
 

@@ -58,11 +58,7 @@ class GGUFWeights:
         import torch
         from gguf import MODEL_ARCH_NAMES, GGUFReader, get_tensor_name_map
         from transformers import AutoModelForCausalLM
-        from transformers.modeling_gguf_pytorch_utils import (
-            TENSOR_PROCESSORS,
-            TensorProcessor,
-            read_field,
-        )
+        from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor, read_field
 
         self.path = Path(gguf_path)
         self.reader = GGUFReader(self.path)

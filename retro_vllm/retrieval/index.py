@@ -25,12 +25,7 @@ import numpy as np
 
 from retro_vllm.config import RetroConfig
 from retro_vllm.fsutil import folder_lock, replace_text
-from retro_vllm.retrieval.stores import (
-    EMBEDDED_BACKENDS,
-    connect_server_store,
-    embedded_store_class,
-    store_options,
-)
+from retro_vllm.retrieval.stores import EMBEDDED_BACKENDS, connect_server_store, embedded_store_class, store_options
 from retro_vllm.retrieval.stores.base import StoreError, VectorStore
 from retro_vllm.retrieval.stores.embedded import copy_folder
 from retro_vllm.retrieval.types import Chunk

@@ -14,14 +14,7 @@ from retro_vllm.config import RetroConfig
 from retro_vllm.retrieval.cache import LRUCache, normalize_query, result_key
 from retro_vllm.retrieval.embedder import Embedder
 from retro_vllm.retrieval.fusion import reciprocal_rank_fusion
-from retro_vllm.retrieval.index import (
-    CURRENT,
-    KEYWORD_DIR,
-    IndexVersion,
-    current_version,
-    index_root,
-    open_store,
-)
+from retro_vllm.retrieval.index import CURRENT, KEYWORD_DIR, IndexVersion, current_version, index_root, open_store
 from retro_vllm.retrieval.keyword import LazyKeywordIndex
 from retro_vllm.retrieval.rerank import Reranker, make_reranker
 from retro_vllm.retrieval.stores.base import Filters, VectorStore

@@ -4,12 +4,7 @@ import json
 
 import pytest
 
-from retro_vllm.retrieval.corpus import (
-    CorpusError,
-    SkippedFiles,
-    document_from_record,
-    read_documents,
-)
+from retro_vllm.retrieval.corpus import CorpusError, SkippedFiles, document_from_record, read_documents
 
 
 def minimal_pdf(text: str) -> bytes:

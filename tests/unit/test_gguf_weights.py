@@ -8,18 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from retro_vllm.models.default_model import (
-    MARKER,
-    ensure_gguf_folder,
-    find_packaged_gguf,
-)
-from retro_vllm.models.gguf_weights import (
-    GGUF_POINTER,
-    GGUFWeights,
-    GGUFWeightsError,
-    read_pointer,
-    write_pointer,
-)
+from retro_vllm.models.default_model import MARKER, ensure_gguf_folder, find_packaged_gguf
+from retro_vllm.models.gguf_weights import GGUF_POINTER, GGUFWeights, GGUFWeightsError, read_pointer, write_pointer
 
 
 def llama_cpp_permute(weights: np.ndarray, n_head: int, n_head_kv: int) -> np.ndarray:
@@ -126,10 +116,7 @@ def test_tokenizer_special_tokens_are_the_ggufs(model_path):
     the GGUF's own ids back, whatever the transformers version read."""
     from transformers import AutoTokenizer
 
-    from retro_vllm.models.default_model import (
-        apply_gguf_special_tokens,
-        gguf_special_tokens,
-    )
+    from retro_vllm.models.default_model import apply_gguf_special_tokens, gguf_special_tokens
 
     ids = gguf_special_tokens(find_packaged_gguf())
     assert ids == {"eos": 2, "bos": 1, "pad": 2}

@@ -6,14 +6,7 @@ import pytest
 
 from retro_vllm.config import RetroConfig
 from retro_vllm.retrieval.embedder import Embedder
-from retro_vllm.retrieval.index import (
-    CURRENT,
-    DocumentEntry,
-    IndexWriter,
-    current_version,
-    index_root,
-    open_store,
-)
+from retro_vllm.retrieval.index import CURRENT, DocumentEntry, IndexWriter, current_version, index_root, open_store
 from retro_vllm.retrieval.ingest import IngestError, build_index, ingest
 from retro_vllm.retrieval.retriever import Retriever
 from retro_vllm.retrieval.types import Chunk, Document

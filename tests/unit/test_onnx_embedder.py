@@ -11,13 +11,7 @@ import pytest
 
 from retro_vllm.config import RetroConfig
 from retro_vllm.retrieval.embedder import Embedder, packaged_embedder_path
-from retro_vllm.retrieval.onnx_embedder import (
-    INFO_FILE,
-    OnnxEmbedder,
-    _TokenTable,
-    ensure_export,
-    serving_embedder,
-)
+from retro_vllm.retrieval.onnx_embedder import INFO_FILE, OnnxEmbedder, _TokenTable, ensure_export, serving_embedder
 
 TEXTS = ["How long should bread dough rise?", "TCP port 443", "x", "Pulsars were discovered by Jocelyn Bell Burnell "
          "in 1967 while she was a graduate student. " * 30]

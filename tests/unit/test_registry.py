@@ -5,12 +5,8 @@ import torch
 from safetensors.torch import save_file
 
 from retro_vllm.adapters.catalog import AdapterCatalog
-from retro_vllm.adapters.registry import (
-    AdapterError,
-    AdapterRegistry,
-    parse_name,
-    seed_registry,
-)
+from retro_vllm.adapters.registry import AdapterError, AdapterRegistry, parse_name, seed_registry
+
 
 # A tiny llama: q/o 32x32, k/v 16x32, gate/up 48x32, down 32x48, two layers.
 TINY = {"hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,

@@ -2,13 +2,7 @@ import math
 
 import pytest
 
-from retro_vllm.evaluation.retrieval_metrics import (
-    doc_ranking,
-    ndcg_at_k,
-    recall_at_k,
-    reciprocal_rank,
-    summarize,
-)
+from retro_vllm.evaluation.retrieval_metrics import doc_ranking, ndcg_at_k, recall_at_k, reciprocal_rank, summarize
 
 
 def test_doc_ranking_keeps_each_document_at_its_first_chunk():

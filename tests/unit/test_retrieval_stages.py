@@ -134,11 +134,12 @@ def test_lazy_keyword_index_reads_on_first_search(tmp_path):
 def test_cross_encoder_reranker_orders_by_the_model(tmp_path):
     # No cross-encoder ships in a package: build one from the packaged MiniLM (its scoring head
     # is freshly initialised), save it, and check the reranker loads it from disk and follows it.
-    import torch
     from sentence_transformers import CrossEncoder
 
     from retro_vllm.retrieval.embedder import packaged_embedder_path
     from retro_vllm.retrieval.rerank import CrossEncoderReranker
+
+    import torch
 
     torch.manual_seed(0)
     CrossEncoder(str(packaged_embedder_path()), num_labels=1, device="cpu").save(str(tmp_path / "ce"))

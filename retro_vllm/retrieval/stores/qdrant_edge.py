@@ -231,14 +231,7 @@ def qdrant_filter(filters: Filters | None):
 
 
 def _condition(key: str, wanted: Any):
-    from qdrant_edge import (
-        FieldCondition,
-        Filter,
-        IsEmptyCondition,
-        MatchAny,
-        MatchValue,
-        RangeFloat,
-    )
+    from qdrant_edge import FieldCondition, Filter, IsEmptyCondition, MatchAny, MatchValue, RangeFloat
 
     if '"' in key:
         raise StoreError(f"filter key {key!r}: Qdrant payload paths cannot hold a double quote")

@@ -34,13 +34,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import weaviate
 from pydantic import ValidationError
-from weaviate.classes.config import (
-    Configure,
-    DataType,
-    Property,
-    Tokenization,
-    VectorDistances,
-)
+from weaviate.classes.config import Configure, DataType, Property, Tokenization, VectorDistances
 from weaviate.classes.data import DataObject
 from weaviate.classes.init import AdditionalConfig, Auth, Timeout
 from weaviate.classes.query import Filter, MetadataQuery
@@ -54,12 +48,7 @@ from weaviate.exceptions import (
 )
 
 from retro_vllm.config import WeaviateSection
-from retro_vllm.retrieval.stores.base import (
-    TOP_LEVEL_KEYS,
-    Filters,
-    StoreError,
-    matches,
-)
+from retro_vllm.retrieval.stores.base import TOP_LEVEL_KEYS, Filters, StoreError, matches
 from retro_vllm.retrieval.types import Chunk, ScoredChunk
 
 CHUNK_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "retro://chunk")
