@@ -27,16 +27,16 @@ def options(parser) -> None:
 def run(args) -> dict:
     from retro_vllm.adapters.examples import gather_candidates, read_qa
     from retro_vllm.adapters.validate import validate
-    from retro_vllm.cli import _prepare_index, _prepare_model
     from retro_vllm.config import load_config
+    from retro_vllm.prepare import prepare_index, prepare_model
     from retro_vllm.retrieval.retriever import Retriever
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="retro-bench-") as tmp:
         config = load_config(demo_config(Path(tmp) / "home"))
-        embedder, version = _prepare_index(config)
+        embedder, version = prepare_index(config)
         retriever = Retriever(config, embedder, version)
-        model_path = _prepare_model(config)
+        model_path = prepare_model(config)
         for domain in args.domains:
             section = config.domain(domain)
             folder = section.adapter_seed

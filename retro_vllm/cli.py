@@ -38,93 +38,6 @@ def _load(config_path: Optional[Path]):
         _fail(str(exc))
 
 
-def _prepare_model(config) -> Path:
-    """The served checkpoint; the embedded default is converted once (with progress)."""
-    from retro_vllm.models.default_model import ModelUnavailableError, ensure_default_model
-
-    try:
-        path = config.model.path or ensure_default_model(config.home_dir)
-    except (ModelUnavailableError, OSError) as exc:
-        _fail(str(exc))
-    problem = _checkpoint_problem(path)
-    if problem:
-        where = f"model.path in {config.source}" if config.model.path else "delete the folder to convert it again"
-        _fail(f"model at {path} is unusable: {problem} ({where})")
-    return path
-
-
-def _prepare_served_model(config) -> tuple[Path, list[str]]:
-    """The folder vLLM serves and the engine arguments it needs: the embedded default straight
-    from its GGUF (`model.from_gguf`), else a checkpoint as `_prepare_model` gives."""
-    if config.model.path or not config.model.from_gguf:
-        return _prepare_model(config), []
-    from retro_vllm.models.default_model import ModelUnavailableError, ensure_default_gguf_folder
-    from retro_vllm.models.gguf_weights import LOAD_FORMAT
-
-    try:
-        return ensure_default_gguf_folder(config.home_dir), ["--load-format", LOAD_FORMAT]
-    except (ModelUnavailableError, OSError) as exc:
-        _fail(str(exc))
-
-
-def _checkpoint_problem(path: Path) -> str | None:
-    """A cheap look before vLLM starts, so a broken checkpoint is one line, not a traceback."""
-    import json
-
-    try:
-        json.loads((path / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        return f"config.json: {exc}"
-    weights = sorted(path.glob("*.safetensors"))
-    if not weights:
-        return "no *.safetensors weights"
-    from safetensors import safe_open
-
-    for weight in weights:
-        try:
-            with safe_open(str(weight), framework="numpy") as handle:
-                handle.keys()
-        except Exception as exc:  # safetensors raises several error types for a bad header
-            return f"{weight.name}: {exc}"
-    return None
-
-
-def _prepare_index(config):
-    """The embedder and the current index, built first if the corpus changed (with progress).
-    Opens the store once, so a corrupt index or an unreachable server is one line, not a
-    traceback inside vLLM."""
-    from retro_vllm.retrieval.corpus import CorpusError
-    from retro_vllm.retrieval.embedder import Embedder, EmbedderUnavailableError
-    from retro_vllm.retrieval.index import IndexUnavailableError, open_store
-    from retro_vllm.retrieval.ingest import ensure_index
-    from retro_vllm.retrieval.stores.base import StoreError
-
-    try:
-        embedder = Embedder(config.embedder.path, batch_size=config.embedder.batch_size)
-        version = ensure_index(config, embedder, progress=True)
-        # Asked lazily: the embedder's dimension loads torch and the model (seconds of every start),
-        # and an embedded store knows its own.
-        store = open_store(config, version, lambda: embedder.dimension)
-        store.health()
-        if not store.count():
-            typer.secho("retro-vllm: the index has no passages; answers will come without sources", err=True)
-        store.close()
-        return embedder, version
-    except (EmbedderUnavailableError, IndexUnavailableError, StoreError, CorpusError, OSError) as exc:
-        _fail(f"{exc} (run `retro-vllm index` to rebuild)" if isinstance(exc, IndexUnavailableError) else str(exc))
-
-
-def _seed_adapters(config) -> None:
-    from retro_vllm.adapters.registry import AdapterError, AdapterRegistry, seed_registry
-
-    try:
-        for manifest in seed_registry(AdapterRegistry(config.registry_dir), config.adapter_seeds(),
-                                      base_model=config.model.name):
-            typer.secho(f"retro-vllm: registered shipped adapter {manifest.served_name}", err=True)
-    except (AdapterError, OSError, KeyError, ValueError) as exc:
-        _fail(f"cannot import shipped adapters into {config.registry_dir}: {exc}")
-
-
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     help=(
@@ -137,20 +50,28 @@ def _seed_adapters(config) -> None:
 def serve(ctx: typer.Context, config_path: Optional[Path] = CONFIG_OPTION) -> None:
     from retro_vllm.launch import engine_flags, given_flags, plugin_env
 
+    from retro_vllm.prepare import PrepareError, prepare_index, prepare_model, prepare_served_model, seed_adapters
+
     config = _load(config_path)
     user_args = list(ctx.args)
-    if "--load-format" in given_flags(user_args):  # the user picks how weights load: a checkpoint then
-        model_path, model_args = _prepare_model(config), []
-    else:
-        model_path, model_args = _prepare_served_model(config)
-    _, version = _prepare_index(config)
+    try:
+        if "--load-format" in given_flags(user_args):  # the user picks how weights load: a checkpoint then
+            model_path, model_args = prepare_model(config), []
+        else:
+            model_path, model_args = prepare_served_model(config)
+        _, version = prepare_index(config)
+    except PrepareError as exc:
+        _fail(str(exc))
     typer.secho(f"retro-vllm: model {model_path}", err=True)
     typer.secho(f"retro-vllm: index {version.name} ({version.backend}) under {version.folder or config.home_dir}", err=True)
 
     args = ["--model", str(model_path), "--served-model-name", config.model.name, *model_args]
     defaults = {"--host": "127.0.0.1", "--port": "8000", "--max-model-len": "4096"}
     if config.adapters.enabled and config.domains:
-        _seed_adapters(config)
+        try:
+            seed_adapters(config)
+        except PrepareError as exc:
+            _fail(str(exc))
     given = given_flags([*config.serving.vllm_args, *user_args])
     for flag, value in defaults.items():
         if flag not in given:
@@ -273,6 +194,7 @@ def train(
     from retro_vllm.adapters.registry import AdapterError, AdapterRegistry
     from retro_vllm.adapters.train_lora import CheckpointError, data_hash, train_adapter
     from retro_vllm.adapters.validate import gate
+    from retro_vllm.prepare import PrepareError, prepare_index, prepare_model
     from retro_vllm.retrieval.retriever import Retriever
 
     if method not in METHODS:
@@ -295,8 +217,11 @@ def train(
     except ValidationError as exc:
         _fail("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()))
     device = _training_device(device)
-    model_path = _prepare_model(config)
-    embedder, version = _prepare_index(config)
+    try:
+        model_path = prepare_model(config)
+        embedder, version = prepare_index(config)
+    except PrepareError as exc:
+        _fail(str(exc))
     retriever = Retriever(config, embedder, version)
     qa_path = qa or section.qa
     records = read_qa(qa_path) if qa_path else qa_from_corpus([c for c in retriever.store.chunks() if c.domain == domain])
@@ -507,11 +432,15 @@ def eval_router(
     import torch
 
     from retro_vllm.evaluation.router import evaluate, load_questions
+    from retro_vllm.prepare import PrepareError, prepare_index
     from retro_vllm.retrieval.index import open_store
 
     torch.set_num_threads(threads)
     config = _load(config_path)
-    embedder, version = _prepare_index(config)
+    try:
+        embedder, version = prepare_index(config)
+    except PrepareError as exc:
+        _fail(str(exc))
     from retro_vllm.routing.training import ensure_router
 
     router = ensure_router(config, embedder, open_store(config, version, embedder.dimension), version)

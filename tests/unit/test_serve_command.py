@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from retro_vllm import cli
+from retro_vllm import cli, prepare
 from retro_vllm.models.gguf_weights import GGUF_POINTER
 
 
@@ -30,7 +30,7 @@ def launch(tmp_path, monkeypatch):
         raise Launched
 
     monkeypatch.setattr(os, "execvpe", fake_exec)
-    monkeypatch.setattr(cli, "_prepare_model", lambda config: tmp_path / "converted")  # no 260 MB conversion here
+    monkeypatch.setattr(prepare, "prepare_model", lambda config: tmp_path / "converted")  # no 260 MB conversion here
 
     def run(model: dict, *extra: str) -> list[str]:
         config = tmp_path / "retro.yaml"
