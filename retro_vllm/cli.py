@@ -183,19 +183,11 @@ def train(
     device: str = typer.Option("auto", help="Where to train: auto (a CUDA GPU when torch sees one, else cpu), "
                                "cpu, cuda or cuda:N. Validation runs on the CPU."),
 ) -> None:
-    import random
-    import shutil
-    import tempfile
-
     from pydantic import ValidationError
 
-    from retro_vllm.adapters.examples import gather_candidates, qa_from_corpus, read_qa
-    from retro_vllm.adapters.methods import DEFAULT_LEARNING_RATE, METHODS, MethodError, TrainingConfig
-    from retro_vllm.adapters.registry import AdapterError, AdapterRegistry
-    from retro_vllm.adapters.train_lora import CheckpointError, data_hash, train_adapter
-    from retro_vllm.adapters.validate import gate
-    from retro_vllm.prepare import PrepareError, prepare_index, prepare_model
-    from retro_vllm.retrieval.retriever import Retriever
+    from retro_vllm.adapters.methods import DEFAULT_LEARNING_RATE, METHODS, TrainingConfig
+    from retro_vllm.adapters.pipeline import TrainError, train_domain_adapter
+    from retro_vllm.prepare import PrepareError
 
     if method not in METHODS:
         _fail(f"--type {method!r}: choose from {', '.join(METHODS)}")
@@ -205,8 +197,7 @@ def train(
         _fail("prefix tuning trains but cannot be registered: vLLM has no faithful serving path for its "
               "per-layer K/V prefixes; train it with --no-register --output DIR")
     config = _load(config_path)
-    section = config.domain(domain)
-    if section is None:
+    if config.domain(domain) is None:
         _fail(f"unknown domain {domain!r}; configured: {', '.join(config.domain_names)}")
     try:
         settings = TrainingConfig(
@@ -216,87 +207,16 @@ def train(
             batch_size=batch_size, seed=seed, max_steps=max_steps, top_k=config.retrieval.top_k)
     except ValidationError as exc:
         _fail("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()))
-    device = _training_device(device)
     try:
-        model_path = prepare_model(config)
-        embedder, version = prepare_index(config)
-    except PrepareError as exc:
+        manifest = train_domain_adapter(
+            config, domain, settings, qa=qa, holdout=holdout, checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every, resume=resume, register=register, validate=validate,
+            validate_max=validate_max, validate_tokens=validate_tokens, force=force, output=output, device=device,
+            say=typer.echo)
+    except (PrepareError, TrainError) as exc:
         _fail(str(exc))
-    retriever = Retriever(config, embedder, version)
-    qa_path = qa or section.qa
-    records = read_qa(qa_path) if qa_path else qa_from_corpus([c for c in retriever.store.chunks() if c.domain == domain])
-    rng = random.Random(seed)
-    rng.shuffle(records)
-    held = records[: int(len(records) * holdout)]
-    records = records[len(held):]
-    candidates = gather_candidates(retriever, domain, records, pool=8)
-    if not candidates:
-        _fail(f"no training examples for {domain!r} (QA doc_ids must name documents of the domain)")
-    preamble = (section.preamble or config.serving.preamble)
-    with tempfile.TemporaryDirectory(prefix="retro-train-") as tmp:
-        try:
-            result = train_adapter(model_path, candidates, preamble=preamble, settings=settings, output_dir=Path(tmp),
-                                   checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
-                                   device=device)
-        except (MethodError, CheckpointError) as exc:
-            _fail(str(exc))
-        if result.resumed_from:
-            typer.echo(f"resumed from the checkpoint at step {result.resumed_from}")
-        typer.echo(f"trained {method} on {result.examples} examples, {result.steps} steps in {result.seconds:.0f}s; "
-                   f"loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}")
-        if output:
-            shutil.copytree(tmp, output, dirs_exist_ok=True)
-        if not (register or validate):
-            return
-        validation = _validate_adapter(config, model_path, Path(tmp), retriever, domain, held,
-                                       preamble=preamble, limit=validate_max, max_new_tokens=validate_tokens)
-        if validation is not None:
-            typer.echo(f"validation: {validation.summary()}; "
-                       f"{'better than' if validation.better else 'not better than'} the base model")
-        if not register:
-            return
-        record, refusal = gate(validation, force=force)
-        if refusal:
-            _fail(f"not registered: {refusal}")
-        try:
-            manifest = AdapterRegistry(config.registry_dir).register(
-                Path(tmp), base_model_path=model_path, name=section.adapter_name, domain=domain,
-                base_model=config.model.name, type=method,
-                data_hash=data_hash(candidates), validation=record,
-                training={**settings.record(), "examples": result.examples, "steps": result.steps,
-                          "seconds": round(result.seconds, 1), "resumed_from": result.resumed_from,
-                          "first_loss": result.losses[0], "last_loss": result.losses[-1],
-                          "qa": str(qa_path) if qa_path else "derived from corpus",
-                          "device": device, "heldout_doc_ids": [r.doc_id for r in held]},
-            )
-        except AdapterError as exc:
-            _fail(f"not registered: {exc}")
-        typer.echo(f"registered {manifest.served_name} in {config.registry_dir}; validation: {_verdict(record)}")
-
-
-def _training_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested != "cpu" and not (requested == "cuda" or requested.startswith("cuda:")):
-        _fail(f"--device {requested!r}: choose auto, cpu, cuda or cuda:N")
-    if requested != "cpu" and not torch.cuda.is_available():
-        _fail(f"--device {requested}: torch sees no CUDA GPU here (torch {torch.__version__}); use --device cpu")
-    return requested
-
-
-def _validate_adapter(config, model_path: Path, adapter_dir: Path, retriever, domain: str, held, *, preamble: str,
-                      limit: int, max_new_tokens: int):
-    """The validation gate's figures on up to `limit` held-out questions; None without any."""
-    from retro_vllm.adapters.examples import gather_candidates
-    from retro_vllm.adapters.validate import validate
-
-    questions = gather_candidates(retriever, domain, held, pool=8)[:limit]
-    if not questions:
-        return None
-    return validate(model_path, adapter_dir, questions, preamble=preamble, top_k=config.retrieval.top_k,
-                    max_new_tokens=max_new_tokens)
+    if manifest is not None:
+        typer.echo(f"registered {manifest.served_name} in {config.registry_dir}; validation: {_verdict(manifest.validation)}")
 
 
 adapters_app = typer.Typer(help="The adapter registry: what is registered, with its training and validation record.",
