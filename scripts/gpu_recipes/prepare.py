@@ -14,9 +14,10 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from retro_vllm import cli
 from retro_vllm.adapters.examples import build_example, gather_candidates, qa_from_corpus, read_qa
 from retro_vllm.adapters.train_lora import encode
+from retro_vllm.config import load_config
+from retro_vllm.prepare import prepare_index, prepare_model
 from retro_vllm.rag.assemble import assemble_messages, order_passages
 from retro_vllm.retrieval.retriever import Retriever
 
@@ -27,9 +28,9 @@ def cand_json(c):
 
 
 def main(out: Path):
-    config = cli._load(None)
-    model_path = cli._prepare_model(config)
-    embedder, version = cli._prepare_index(config)
+    config = load_config(None)
+    model_path = prepare_model(config)
+    embedder, version = prepare_index(config)
     retriever = Retriever(config, embedder, version)
     top_k = config.retrieval.top_k
     from transformers import AutoTokenizer
