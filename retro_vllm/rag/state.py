@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from retro_vllm.adapters.catalog import AdapterCatalog
-from retro_vllm.adapters.registry import AdapterRegistry, seed_registry
+from retro_vllm.adapters.registry import AdapterRegistry
 from retro_vllm.config import RetroConfig, load_config
+from retro_vllm.prepare import seed_adapters
 from retro_vllm.retrieval.ingest import ensure_index
 from retro_vllm.retrieval.onnx_embedder import serving_embedder
 from retro_vllm.retrieval.retriever import Retriever
@@ -51,7 +52,9 @@ class RetroState:
 
         torch.set_num_threads(config.embedder.serving_threads)
         embedder = serving_embedder(config)
-        # Stock `vllm serve` has no build step of its own: build here if needed.
+        # `retro-vllm serve` prepared the index and the shipped adapters before vLLM started
+        # (retro_vllm.prepare): here they are only opened. Stock `vllm serve` (with --plugin retro or
+        # VLLM_PLUGINS=retro) has no build step of its own, so the same steps build what is missing.
         version = ensure_index(config, embedder, progress=True)
         embedder.embed_query("warm-up")  # first call pays model load; keep it out of requests
         tokenizer = None
@@ -68,7 +71,7 @@ class RetroState:
         catalog = None
         if config.adapters.enabled and max_lora_rank is not None:
             registry = AdapterRegistry(config.registry_dir)
-            seed_registry(registry, config.adapter_seeds(), base_model=config.model.name)
+            seed_adapters(config, notify=lambda message: logger.info("retro: %s", message))
             catalog = AdapterCatalog(registry, base_model=served_name or config.model.name, max_rank=max_lora_rank)
         prompt_adapters = None
         if catalog is not None and prompt_embeds is not None:
