@@ -14,6 +14,11 @@ environment_variables: dict[str, Callable[[], Any]] = {
     "RETRO_VLLM_CONFIG": lambda: os.environ.get("RETRO_VLLM_CONFIG") or None,
     # Where converted models, indexes and adapters live.
     "RETRO_VLLM_HOME": lambda: Path(os.environ.get("RETRO_VLLM_HOME") or _DEFAULT_HOME).expanduser(),
+    # vLLM's own plugin filter, read to keep the user's other plugins when retro's is added.
+    "VLLM_PLUGINS": lambda: [p.strip() for p in os.environ.get("VLLM_PLUGINS", "").split(",") if p.strip()],
+    # Server-store credentials when the YAML leaves `api_key` empty (keeps secrets out of files).
+    "QDRANT_API_KEY": lambda: os.environ.get("QDRANT_API_KEY") or None,
+    "WEAVIATE_API_KEY": lambda: os.environ.get("WEAVIATE_API_KEY") or None,
 }
 
 

@@ -4,8 +4,7 @@ that turns the plugin on."""
 
 from __future__ import annotations
 
-import os
-
+from retro_vllm import envs
 from retro_vllm.config import RetroConfig
 
 
@@ -33,7 +32,7 @@ def engine_flags(config: RetroConfig, args: list[str]) -> list[str]:
 
 
 def plugin_env(config: RetroConfig, args: list[str]) -> dict[str, str]:
-    plugins = [p.strip() for p in os.environ.get("VLLM_PLUGINS", "").split(",") if p.strip()]
+    plugins = envs.VLLM_PLUGINS
     env = {
         # Endpoint plugins load only when named; keep any other plugin the user named.
         "VLLM_PLUGINS": ",".join(plugins if "retro" in plugins else [*plugins, "retro"]),
