@@ -14,8 +14,9 @@ import uuid
 import numpy as np
 import pytest
 
-from retro_vllm.config import QdrantSection, WeaviateSection
 from retro_vllm.retrieval.stores.base import StoreError, VectorStore
+from retro_vllm.retrieval.stores.qdrant_options import QdrantOptions
+from retro_vllm.retrieval.stores.weaviate_options import WeaviateOptions
 from retro_vllm.retrieval.types import Chunk
 
 QDRANT_URL = os.environ.get("RETRO_QDRANT_URL")
@@ -25,12 +26,12 @@ NO_QDRANT = pytest.mark.skipif(not QDRANT_URL, reason="no Qdrant server: set RET
 NO_WEAVIATE = pytest.mark.skipif(not WEAVIATE_URL, reason="no Weaviate server: set RETRO_WEAVIATE_URL")
 
 
-def qdrant_section(collection: str) -> QdrantSection:
-    return QdrantSection(url=QDRANT_URL, collection=collection)
+def qdrant_section(collection: str) -> QdrantOptions:
+    return QdrantOptions(url=QDRANT_URL, collection=collection)
 
 
-def weaviate_section(collection: str, multi_tenancy: bool = False) -> WeaviateSection:
-    return WeaviateSection(
+def weaviate_section(collection: str, multi_tenancy: bool = False) -> WeaviateOptions:
+    return WeaviateOptions(
         url=WEAVIATE_URL, grpc_port=WEAVIATE_GRPC_PORT, collection=collection, multi_tenancy=multi_tenancy
     )
 

@@ -12,9 +12,10 @@ from weaviate.collections.classes.config import _CollectionConfigCreate
 from weaviate.collections.classes.filters import _FilterAnd, _FilterValue, _Operator
 from weaviate.collections.filters import _FilterToGRPC
 
-from retro_vllm.config import QdrantSection, WeaviateSection
 from retro_vllm.retrieval.stores import qdrant, weaviate
 from retro_vllm.retrieval.stores.base import StoreError
+from retro_vllm.retrieval.stores.qdrant_options import QdrantOptions
+from retro_vllm.retrieval.stores.weaviate_options import WeaviateOptions
 from retro_vllm.retrieval.types import Chunk
 
 # Nothing listens on the discard port of the loopback interface.
@@ -171,13 +172,13 @@ def test_weaviate_collection_settings_serialize_for_the_server():
 
 
 def test_weaviate_connection_args():
-    plain = weaviate.connection_args(WeaviateSection(url="http://db:8080", grpc_port=50052))
+    plain = weaviate.connection_args(WeaviateOptions(url="http://db:8080", grpc_port=50052))
     assert plain == {"http_host": "db", "http_port": 8080, "http_secure": False,
                      "grpc_host": "db", "grpc_port": 50052, "grpc_secure": False}
-    secure = weaviate.connection_args(WeaviateSection(url="https://cluster.example"))
+    secure = weaviate.connection_args(WeaviateOptions(url="https://cluster.example"))
     assert (secure["http_port"], secure["http_secure"], secure["grpc_secure"]) == (443, True, True)
     with pytest.raises(StoreError, match="http://host:port"):
-        weaviate.connection_args(WeaviateSection(url="db:8080"))
+        weaviate.connection_args(WeaviateOptions(url="db:8080"))
 
 
 # -- no server ----------------------------------------------------------------------------
@@ -192,18 +193,18 @@ def fails_fast(make):
 
 
 def test_unreachable_qdrant_fails_fast():
-    message = fails_fast(lambda: qdrant.QdrantStore(QdrantSection(url=UNREACHABLE, timeout_s=1), 3))
+    message = fails_fast(lambda: qdrant.QdrantStore(QdrantOptions(url=UNREACHABLE, timeout_s=1), 3))
     assert message.startswith(f"Qdrant at {UNREACHABLE} unreachable:")
 
 
 def test_unreachable_weaviate_fails_fast():
-    section = WeaviateSection(url=UNREACHABLE, grpc_port=10, timeout_s=1)
+    section = WeaviateOptions(url=UNREACHABLE, grpc_port=10, timeout_s=1)
     message = fails_fast(lambda: weaviate.WeaviateStore(section, 3))
     assert message.startswith(f"Weaviate at {UNREACHABLE} unreachable:")
 
 
 def test_weaviate_settings_the_client_refuses():
-    section = WeaviateSection(url=UNREACHABLE, grpc_port=9, timeout_s=1)
+    section = WeaviateOptions(url=UNREACHABLE, grpc_port=9, timeout_s=1)
     message = fails_fast(lambda: weaviate.WeaviateStore(section, 3))
     assert "must be different" in message
 
@@ -221,7 +222,7 @@ def local_qdrant(monkeypatch, tmp_path):
     from qdrant_client import QdrantClient
 
     monkeypatch.setattr(qdrant, "QdrantClient", lambda **_: QdrantClient(path=str(tmp_path)))
-    store = qdrant.QdrantStore(QdrantSection(), 3)
+    store = qdrant.QdrantStore(QdrantOptions(), 3)
     yield store
     store.close()
 
@@ -257,7 +258,7 @@ def test_qdrant_store_refuses_another_dimension(local_qdrant):
         local_qdrant.upsert([chunk()], unit_rows([[1, 0, 0, 0]]))
     local_qdrant.close()
     with pytest.raises(StoreError, match="dimension 3, the embedder makes 4"):
-        qdrant.QdrantStore(QdrantSection(), 4)
+        qdrant.QdrantStore(QdrantOptions(), 4)
 
 
 # -- Weaviate: every call through the real client up to the wire --------------------------------

@@ -33,7 +33,6 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from retro_vllm.config import FaissSection
 from retro_vllm.retrieval.stores.base import Filters, StoreError, matches
 from retro_vllm.retrieval.stores.embedded import (
     META_FILE,
@@ -44,10 +43,11 @@ from retro_vllm.retrieval.stores.embedded import (
     refuse_existing,
     write_meta,
 )
+from retro_vllm.retrieval.stores.faiss_options import FaissOptions
 from retro_vllm.retrieval.types import Chunk, ScoredChunk
 
 BACKEND = "faiss"
-_DEFAULTS = FaissSection()  # the options' defaults live in the configuration, once
+_DEFAULTS = FaissOptions()  # the options' defaults are stated once, in FaissOptions
 INDEX_FILE = "index.faiss"
 CHUNKS_FILE = "chunks.sqlite"
 SCRATCH_FILE = CHUNKS_FILE + ".tmp"
@@ -415,7 +415,7 @@ def _batches(values: Sequence) -> Iterator[list]:
 
 
 class FaissStore:
-    """Build with `create` or `open`. Options are `FaissSection`'s fields: the index kind they
+    """Build with `create` or `open`. Options are `FaissOptions`' fields: the index kind they
     ask for is applied at `flush()`; until then a store searches the index it was opened with.
 
     Deletes in HNSW mode: a FAISS HNSW graph cannot drop nodes, so removed ids stay in the graph,

@@ -18,8 +18,8 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from retro_vllm.config import QdrantSection
 from retro_vllm.retrieval.stores.base import TOP_LEVEL_KEYS, Filters, StoreError
+from retro_vllm.retrieval.stores.qdrant_options import QdrantOptions
 from retro_vllm.retrieval.types import Chunk, ScoredChunk
 
 # Qdrant ids must be integers or UUIDs; uuid5 gives every chunk id the same point id on every
@@ -88,7 +88,7 @@ def _error_text(exc: UnexpectedResponse) -> str:
 
 
 class QdrantStore:
-    def __init__(self, section: QdrantSection, dimension: int):
+    def __init__(self, section: QdrantOptions, dimension: int):
         self.dimension = dimension
         self.url = section.url
         self.collection = section.collection

@@ -34,7 +34,6 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from retro_vllm.config import QdrantEdgeSection
 from retro_vllm.retrieval.stores.base import TOP_LEVEL_KEYS, Filters, StoreError
 from retro_vllm.retrieval.stores.embedded import (
     checked_query,
@@ -44,10 +43,11 @@ from retro_vllm.retrieval.stores.embedded import (
     refuse_existing,
     write_meta,
 )
+from retro_vllm.retrieval.stores.qdrant_edge_options import QdrantEdgeOptions
 from retro_vllm.retrieval.types import Chunk, ScoredChunk
 
 BACKEND = "qdrant-edge"
-_DEFAULTS = QdrantEdgeSection()  # the options' defaults live in the configuration, once
+_DEFAULTS = QdrantEdgeOptions()  # the options' defaults are stated once, in QdrantEdgeOptions
 FULL_SCAN_KB = 10_000
 """Filtered searches whose matching vectors take less than this are exact scans (Qdrant's default)."""
 SCROLL_PAGE = 1000
@@ -60,7 +60,7 @@ def point_id(chunk_id: str) -> uuid.UUID:
 
 
 class QdrantEdgeStore:
-    """Build with `create` or `open`; options are `QdrantEdgeSection`'s fields. `hnsw_m` and
+    """Build with `create` or `open`; options are `QdrantEdgeOptions`' fields. `hnsw_m` and
     `ef_construct` take effect when `flush()` optimizes; `ef_search` on every search."""
 
     def __init__(self, folder: Path, dimension: int, shard, config, ef_search: int):

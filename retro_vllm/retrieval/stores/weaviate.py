@@ -47,8 +47,8 @@ from weaviate.exceptions import (
     WeaviateTimeoutError,
 )
 
-from retro_vllm.config import WeaviateSection
 from retro_vllm.retrieval.stores.base import TOP_LEVEL_KEYS, Filters, StoreError, matches
+from retro_vllm.retrieval.stores.weaviate_options import WeaviateOptions
 from retro_vllm.retrieval.types import Chunk, ScoredChunk
 
 CHUNK_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "retro://chunk")
@@ -200,7 +200,7 @@ def prune_unknown(filters: Filters, known: set[str]) -> Filters:
     return kept
 
 
-def connection_args(section: WeaviateSection) -> dict[str, Any]:
+def connection_args(section: WeaviateOptions) -> dict[str, Any]:
     url = urlsplit(section.url)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise StoreError(f"Weaviate url {section.url!r} must look like http://host:port or https://host")
@@ -221,7 +221,7 @@ def _one_line(exc: BaseException) -> str:
 
 # -- the store ----------------------------------------------------------------------
 class WeaviateStore:
-    def __init__(self, section: WeaviateSection, dimension: int):
+    def __init__(self, section: WeaviateOptions, dimension: int):
         self.dimension = dimension
         self.url = section.url
         self.multi_tenancy = section.multi_tenancy
@@ -242,7 +242,7 @@ class WeaviateStore:
         except WeaviateBaseError as exc:
             raise StoreError(f"Weaviate at {self.url} failed: {_one_line(exc)}") from exc
 
-    def _connect(self, section: WeaviateSection) -> weaviate.WeaviateClient:
+    def _connect(self, section: WeaviateOptions) -> weaviate.WeaviateClient:
         key = section.api_key or os.environ.get("WEAVIATE_API_KEY")
         timeout = Timeout(init=section.timeout_s, query=section.timeout_s, insert=section.timeout_s)
         try:
