@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from retro_vllm.retrieval.stores import faiss as faiss_store
-from retro_vllm.retrieval.stores.base import StoreError
+from retro_vllm.retrieval.stores import faiss_payloads
+from retro_vllm.retrieval.stores.faiss_index import graph_vectors as index_graph_vectors
+from retro_vllm.retrieval.stores.base import StoreError, matches
 from retro_vllm.retrieval.stores.faiss import FaissStore
 from retro_vllm.retrieval.types import Chunk
 
@@ -82,7 +84,7 @@ def test_filtered_hnsw_search_fills_top_k(tmp_path, monkeypatch):
     store.upsert(chunks, vectors)
     query = unit(np.random.default_rng(1).normal(size=DIMENSION))
     for filters in ({"domain": "a"}, {"bucket": 3}):
-        allowed = [i for i, c in enumerate(chunks) if faiss_store.matches(c, filters)]
+        allowed = [i for i, c in enumerate(chunks) if matches(c, filters)]
         expected = {chunks[i].id for i in sorted(allowed, key=lambda i: -float(vectors[i] @ query))[:10]}
         got = {h.chunk.id for h in store.search(query, top_k=10, filters=filters)}
         assert len(got) == 10 and len(got & expected) >= 9
@@ -125,7 +127,7 @@ def test_a_graph_built_with_a_wider_beam_is_kept_a_narrower_one_rebuilt(tmp_path
 
 
 def graph_vectors(folder) -> str | None:
-    return faiss_store._graph_vectors(written(folder)[0])
+    return index_graph_vectors(written(folder)[0])
 
 
 def test_hnsw_walks_8_bit_codes_and_ranks_by_exact_vectors_and_converts_at_flush(tmp_path):
@@ -286,7 +288,7 @@ FILTERS = [
 
 @pytest.mark.parametrize("reopen", [False, True])
 def test_filters_decide_as_matches_does(tmp_path, reopen, monkeypatch):
-    monkeypatch.setattr(faiss_store, "VERDICT_MEMO_SIZE", 3)  # the memo is cleared on the way
+    monkeypatch.setattr(faiss_payloads, "VERDICT_MEMO_SIZE", 3)  # the memo is cleared on the way
     chunks, vectors = rich_corpus(90)
     store = FaissStore.create(tmp_path / "s", DIMENSION, index="flat")
     store.upsert(chunks, vectors)
@@ -294,7 +296,7 @@ def test_filters_decide_as_matches_does(tmp_path, reopen, monkeypatch):
         store.flush()
         store = FaissStore.open(tmp_path / "s")
     for filters in FILTERS:
-        expected = sorted(c.id for c in chunks if faiss_store.matches(c, filters))
+        expected = sorted(c.id for c in chunks if matches(c, filters))
         assert store.count(filters) == len(expected), filters
         assert sorted(c.id for c in store.chunks(filters)) == expected, filters
         got = store.search(vectors[0], top_k=100, filters=filters)
@@ -343,7 +345,7 @@ def test_a_failed_flush_leaves_the_last_flushed_folder(tmp_path, monkeypatch, fa
     if failing == "index":
         monkeypatch.setattr(faiss, "write_index", boom)
     else:
-        monkeypatch.setattr(faiss_store._Payloads, "compact", boom)
+        monkeypatch.setattr(faiss_payloads.Payloads, "compact", boom)
     with pytest.raises(OSError, match="disk full"):
         store.flush()
     assert {k: v for k, v in files(tmp_path / "s").items() if k in before} == before
