@@ -47,7 +47,7 @@ def drop_qdrant(collection: str) -> None:
 def drop_weaviate(collection: str) -> None:
     import weaviate as client_lib
 
-    from retro_vllm.retrieval.stores.weaviate import connection_args
+    from retro_vllm.retrieval.stores.weaviate_schema import connection_args
 
     client = client_lib.connect_to_custom(**connection_args(weaviate_section(collection)))
     client.collections.delete(collection)

@@ -12,7 +12,7 @@ from weaviate.collections.classes.config import _CollectionConfigCreate
 from weaviate.collections.classes.filters import _FilterAnd, _FilterValue, _Operator
 from weaviate.collections.filters import _FilterToGRPC
 
-from retro_vllm.retrieval.stores import qdrant, weaviate
+from retro_vllm.retrieval.stores import qdrant, weaviate, weaviate_schema
 from retro_vllm.retrieval.stores.base import StoreError
 from retro_vllm.retrieval.stores.qdrant_options import QdrantOptions
 from retro_vllm.retrieval.stores.weaviate_options import WeaviateOptions
@@ -33,7 +33,7 @@ def test_chunk_ids_map_to_the_same_uuid5_every_time():
     first = qdrant.point_id("d#0")
     assert first == qdrant.point_id("d#0") != qdrant.point_id("d#1")
     assert uuid.UUID(first).version == 5
-    assert weaviate.chunk_uuid("d#0") == first
+    assert weaviate_schema.chunk_uuid("d#0") == first
 
 
 # -- Qdrant -----------------------------------------------------------------------------
@@ -89,82 +89,82 @@ def shape(flt):
 
 
 def test_weaviate_top_level_filters_are_property_equalities():
-    assert shape(weaviate.condition("domain", "geo")) == ("domain", _Operator.EQUAL, "geo")
-    assert shape(weaviate.condition("doc_id", "d")) == ("doc_id", _Operator.EQUAL, "d")
-    assert shape(weaviate.condition("id", "d#0")) == ("chunk_id", _Operator.EQUAL, "d#0")
-    assert shape(weaviate.condition("domain", ["geo", "law"])) == ("domain", _Operator.CONTAINS_ANY, ["geo", "law"])
+    assert shape(weaviate_schema.condition("domain", "geo")) == ("domain", _Operator.EQUAL, "geo")
+    assert shape(weaviate_schema.condition("doc_id", "d")) == ("doc_id", _Operator.EQUAL, "d")
+    assert shape(weaviate_schema.condition("id", "d#0")) == ("chunk_id", _Operator.EQUAL, "d#0")
+    assert shape(weaviate_schema.condition("domain", ["geo", "law"])) == ("domain", _Operator.CONTAINS_ANY, ["geo", "law"])
 
 
 def test_weaviate_metadata_filters_compare_json_text():
-    assert shape(weaviate.condition("lang", "en")) == ("meta_lang", _Operator.EQUAL, '"en"')
+    assert shape(weaviate_schema.condition("lang", "en")) == ("meta_lang", _Operator.EQUAL, '"en"')
     year = ("meta_year", _Operator.CONTAINS_ANY, ["2023", '"2024"'])  # the number and the string stay apart
-    assert shape(weaviate.condition("year", [2023, "2024"])) == year
-    assert shape(weaviate.condition("lang", None)) == ("meta_lang", _Operator.IS_NULL, True)
-    assert shape(weaviate.condition("lang", ["en", None])) == (
+    assert shape(weaviate_schema.condition("year", [2023, "2024"])) == year
+    assert shape(weaviate_schema.condition("lang", None)) == ("meta_lang", _Operator.IS_NULL, True)
+    assert shape(weaviate_schema.condition("lang", ["en", None])) == (
         _Operator.OR, [("meta_lang", _Operator.CONTAINS_ANY, ['"en"']), ("meta_lang", _Operator.IS_NULL, True)]
     )
 
 
 def test_weaviate_property_names_are_identifiers_and_distinct():
-    assert weaviate.property_name("lang") == "meta_lang"
-    assert weaviate.property_name("Lang") == "metax_4c616e67"
-    assert weaviate.property_name("a.b") == "metax_612e62"
-    assert len({weaviate.property_name(k) for k in ("x_1", "X_1", "x-1", "x.1")}) == 4
+    assert weaviate_schema.property_name("lang") == "meta_lang"
+    assert weaviate_schema.property_name("Lang") == "metax_4c616e67"
+    assert weaviate_schema.property_name("a.b") == "metax_612e62"
+    assert len({weaviate_schema.property_name(k) for k in ("x_1", "X_1", "x-1", "x.1")}) == 4
 
 
 def test_weaviate_filters_are_joined_with_and():
-    flt = weaviate.where({"domain": "geo", "lang": "en"})
+    flt = weaviate_schema.where({"domain": "geo", "lang": "en"})
     assert isinstance(flt, _FilterAnd)
     assert shape(flt) == (_Operator.AND, [("domain", _Operator.EQUAL, "geo"), ("meta_lang", _Operator.EQUAL, '"en"')])
-    assert shape(flt) == shape(weaviate.condition("domain", "geo") & weaviate.condition("lang", "en"))
+    assert shape(flt) == shape(weaviate_schema.condition("domain", "geo") & weaviate_schema.condition("lang", "en"))
     assert _FilterToGRPC.convert(flt).operator  # the client serializes it for the server
-    assert weaviate.where({}) is None
+    assert weaviate_schema.where({}) is None
 
 
 def test_weaviate_empty_any_of_matches_nothing():
-    with pytest.raises(weaviate._NoMatch):
-        weaviate.where({"domain": []})
+    with pytest.raises(weaviate_schema.NoMatch):
+        weaviate_schema.where({"domain": []})
 
 
 def test_tenant_filter_picks_tenants_under_multi_tenancy():
-    tenants, rest = weaviate.route({"tenant": "acme", "domain": "geo"}, multi_tenancy=True)
+    tenants, rest = weaviate_schema.route({"tenant": "acme", "domain": "geo"}, multi_tenancy=True)
     assert tenants == ["acme"]
-    assert shape(weaviate.where(rest)) == ("domain", _Operator.EQUAL, "geo")
-    assert weaviate.route({"tenant": [None, "acme", "not a name!"]}, multi_tenancy=True) == (["acme", "default"], {})
-    assert weaviate.route({"domain": "geo"}, multi_tenancy=True) == (None, {"domain": "geo"})
+    assert shape(weaviate_schema.where(rest)) == ("domain", _Operator.EQUAL, "geo")
+    assert weaviate_schema.route({"tenant": [None, "acme", "not a name!"]}, multi_tenancy=True) == (["acme", "default"], {})
+    assert weaviate_schema.route({"domain": "geo"}, multi_tenancy=True) == (None, {"domain": "geo"})
 
 
 def test_tenant_filter_is_a_property_filter_without_multi_tenancy():
-    tenants, rest = weaviate.route({"tenant": "acme", "domain": "geo"}, multi_tenancy=False)
+    tenants, rest = weaviate_schema.route({"tenant": "acme", "domain": "geo"}, multi_tenancy=False)
     assert tenants is None
-    assert isinstance(weaviate.where(rest), _FilterAnd)
-    assert ("tenant", _Operator.EQUAL, "acme") in shape(weaviate.where(rest))[1]
+    assert isinstance(weaviate_schema.where(rest), _FilterAnd)
+    assert ("tenant", _Operator.EQUAL, "acme") in shape(weaviate_schema.where(rest))[1]
 
 
 def test_tenant_names():
-    assert weaviate.tenant_name(None) == weaviate.tenant_name("") == "default"
-    assert weaviate.tenant_name("acme-1_B") == "acme-1_B"
-    assert weaviate.tenant_name("a b") is None and weaviate.tenant_name("x" * 65) is None
+    assert weaviate_schema.tenant_name(None) == weaviate_schema.tenant_name("") == "default"
+    assert weaviate_schema.tenant_name("acme-1_B") == "acme-1_B"
+    assert weaviate_schema.tenant_name("a b") is None and weaviate_schema.tenant_name("x" * 65) is None
 
 
 def test_filters_on_never_written_keys():
     known = {"domain", "meta_lang"}
-    assert weaviate.prune_unknown({"domain": "geo", "color": None, "size": ["s", None]}, known) == {"domain": "geo"}
-    with pytest.raises(weaviate._NoMatch):
-        weaviate.prune_unknown({"color": "red"}, known)
+    assert weaviate_schema.prune_unknown({"domain": "geo", "color": None, "size": ["s", None]}, known) == {"domain": "geo"}
+    with pytest.raises(weaviate_schema.NoMatch):
+        weaviate_schema.prune_unknown({"color": "red"}, known)
 
 
 def test_weaviate_properties_round_trip_the_chunk():
-    props = weaviate.properties_for(chunk(url=None, metadata={"lang": "en", "year": 2024, "note": None}))
+    props = weaviate_schema.properties_for(chunk(url=None, metadata={"lang": "en", "year": 2024, "note": None}))
     assert "url" not in props and "meta_note" not in props  # absent reads as null for is_none
     assert props["meta_lang"] == '"en"' and props["meta_year"] == "2024"
-    assert weaviate.chunk_from_properties(props) == chunk(url=None, metadata={"lang": "en", "year": 2024, "note": None})
+    assert weaviate_schema.chunk_from_properties(props) == chunk(url=None, metadata={"lang": "en", "year": 2024, "note": None})
 
 
 def test_weaviate_collection_settings_serialize_for_the_server():
-    settings = _CollectionConfigCreate(name="Retro", **weaviate.collection_settings(384, True))._to_dict()
-    assert settings["vectorConfig"][weaviate.VECTOR]["vectorizer"] == {"none": {}}
-    assert settings["vectorConfig"][weaviate.VECTOR]["vectorIndexConfig"]["distance"] == "cosine"
+    settings = _CollectionConfigCreate(name="Retro", **weaviate_schema.collection_settings(384, True))._to_dict()
+    assert settings["vectorConfig"][weaviate_schema.VECTOR]["vectorizer"] == {"none": {}}
+    assert settings["vectorConfig"][weaviate_schema.VECTOR]["vectorIndexConfig"]["distance"] == "cosine"
     assert settings["multiTenancyConfig"]["enabled"] is True
     assert "384" in settings["description"]
     tokenization = {p["name"]: p.get("tokenization") for p in settings["properties"]}
@@ -172,13 +172,13 @@ def test_weaviate_collection_settings_serialize_for_the_server():
 
 
 def test_weaviate_connection_args():
-    plain = weaviate.connection_args(WeaviateOptions(url="http://db:8080", grpc_port=50052))
+    plain = weaviate_schema.connection_args(WeaviateOptions(url="http://db:8080", grpc_port=50052))
     assert plain == {"http_host": "db", "http_port": 8080, "http_secure": False,
                      "grpc_host": "db", "grpc_port": 50052, "grpc_secure": False}
-    secure = weaviate.connection_args(WeaviateOptions(url="https://cluster.example"))
+    secure = weaviate_schema.connection_args(WeaviateOptions(url="https://cluster.example"))
     assert (secure["http_port"], secure["http_secure"], secure["grpc_secure"]) == (443, True, True)
     with pytest.raises(StoreError, match="http://host:port"):
-        weaviate.connection_args(WeaviateOptions(url="db:8080"))
+        weaviate_schema.connection_args(WeaviateOptions(url="db:8080"))
 
 
 # -- no server ----------------------------------------------------------------------------
@@ -276,7 +276,7 @@ def offline_weaviate(request):
     store = weaviate.WeaviateStore.__new__(weaviate.WeaviateStore)
     store.dimension, store.url, store.multi_tenancy = 2, UNREACHABLE, request.param
     store._client, store._collection = client, client.collections.get("Retro")
-    store._properties = {p.name for p in weaviate.base_properties()} | {"meta_lang"}
+    store._properties = {p.name for p in weaviate_schema.base_properties()} | {"meta_lang"}
     return store
 
 
