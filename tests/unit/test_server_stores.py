@@ -51,20 +51,28 @@ def test_qdrant_top_level_filters_are_payload_matches():
 
 
 def test_qdrant_metadata_filters_are_nested_paths():
-    flt = qdrant.qdrant_filter({"lang": "en", "year": [2023, 2024], "a.b": "x"})
+    flt = qdrant.qdrant_filter({"lang": "en", "tags": ["a", "b"], "a.b": "x"})
     assert match_of(flt, "metadata.lang") == models.MatchValue(value="en")
-    assert match_of(flt, "metadata.year") == models.MatchAny(any=[2023, 2024])
+    assert match_of(flt, "metadata.tags") == models.MatchAny(any=["a", "b"])
     assert match_of(flt, 'metadata."a.b"') == models.MatchValue(value="x")
+    with pytest.raises(StoreError, match="double quote"):
+        qdrant.qdrant_filter({'a"b': "x"})
 
 
-def test_qdrant_values_matchany_cannot_hold():
-    [mixed] = qdrant.qdrant_filter({"flag": [True, "yes"]}).must
-    assert mixed == models.Filter(should=[
-        models.FieldCondition(key="metadata.flag", match=models.MatchValue(value=True)),
-        models.FieldCondition(key="metadata.flag", match=models.MatchValue(value="yes")),
-    ])
+def test_qdrant_numbers_are_ranges_and_mixed_lists_alternatives():
+    # A range matches integer and float payloads alike, as Python's 1 == 1.0 does.
     [score] = qdrant.qdrant_filter({"score": 0.5}).must
     assert score.range == models.Range(gte=0.5, lte=0.5)
+    [year] = qdrant.qdrant_filter({"year": [2023, 2024]}).must
+    assert year == models.Filter(should=[
+        models.FieldCondition(key="metadata.year", range=models.Range(gte=2023, lte=2023)),
+        models.FieldCondition(key="metadata.year", range=models.Range(gte=2024, lte=2024)),
+    ])
+    [mixed] = qdrant.qdrant_filter({"flag": [True, "yes"]}).must
+    assert mixed == models.Filter(should=[
+        models.FieldCondition(key="metadata.flag", match=models.MatchAny(any=["yes"])),
+        models.FieldCondition(key="metadata.flag", match=models.MatchValue(value=True)),
+    ])
     [missing] = qdrant.qdrant_filter({"lang": None}).must
     assert missing == models.IsEmptyCondition(is_empty=models.PayloadField(key="metadata.lang"))
     [nothing] = qdrant.qdrant_filter({"domain": []}).must
