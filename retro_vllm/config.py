@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from retro_vllm import envs
+from retro_vllm.retrieval.stores import BACKENDS, check_backend_name
 from retro_vllm.retrieval.stores.faiss_options import FaissOptions
 from retro_vllm.retrieval.stores.qdrant_edge_options import QdrantEdgeOptions
 from retro_vllm.retrieval.stores.qdrant_options import QdrantOptions
@@ -99,14 +100,19 @@ class CacheSection(_Section):
 
 
 class RetrievalSection(_Section):
-    backend: Literal["faiss", "qdrant-edge", "qdrant", "weaviate"] = Field(
-        "faiss", description="faiss and qdrant-edge are embedded (files under home); qdrant and weaviate are servers."
+    backend: str = Field(
+        "faiss",
+        description="faiss and qdrant-edge are embedded (files under home); qdrant and weaviate are servers. "
+        "Or the 'package.module:Class' path of a store of your own (see retro_vllm.retrieval.stores.store_class).",
     )
     # Each store's options are defined beside it (retrieval/stores/<backend>_options.py).
     faiss: FaissOptions = FaissOptions()
     qdrant_edge: QdrantEdgeOptions = QdrantEdgeOptions()
     qdrant: QdrantOptions = QdrantOptions()
     weaviate: WeaviateOptions = WeaviateOptions()
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Options of a store named by its class path, passed to it as written."
+    )
     mode: Literal["dense", "hybrid"] = Field(
         "dense", description="dense = vectors only; hybrid = vectors and BM25 fused by RRF. Per domain: retrieval_mode."
     )
@@ -122,6 +128,18 @@ class RetrievalSection(_Section):
     max_top_k: int = Field(16, ge=1, le=64, description="Largest top_k a request may ask for.")
     min_score: float = Field(0.0, description="Passages scoring below this (cosine) are not used.")
     chunking: ChunkingSection = ChunkingSection()
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        return check_backend_name(value)
+
+    @model_validator(mode="after")
+    def _options_for_own_store_only(self) -> "RetrievalSection":
+        if self.options and self.backend in BACKENDS:
+            section = self.backend.replace("-", "_")
+            raise ValueError(f"options is for a store named by its class path; {self.backend}'s options go under {section}")
+        return self
 
     @model_validator(mode="after")
     def _top_k_within_max(self) -> "RetrievalSection":

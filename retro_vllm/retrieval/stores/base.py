@@ -7,7 +7,9 @@ Two kinds:
 - embedded stores (`EmbeddedStore`: FAISS, Qdrant Edge) live in one folder. The index layer
   never writes a folder that is being served: it copies the current version's folder, opens
   the copy, writes, `flush()`es, then swaps a pointer (retrieval/index.py).
-- server stores (Qdrant, Weaviate) are written in place, one document at a time.
+- server stores (Qdrant, Weaviate) are written in place, one document at a time. One is built
+  as `Store(options, dimension)` and connects then; a collection holding vectors of another
+  dimension is a StoreError.
 """
 
 from __future__ import annotations
@@ -70,10 +72,11 @@ class VectorStore(Protocol):
 
 
 @runtime_checkable
-class EmbeddedStore(VectorStore, Protocol):
-    """A store that lives in one folder. Construct with `create(folder, dimension)` (a new empty
-    store there) or `open(folder)`; `flush()` makes every write durable in that folder, after
-    which a byte copy of the folder opens as the same store."""
+class FolderLifecycle(Protocol):
+    """How a store lives in one folder. Construct with `create(folder, dimension)` (a new empty
+    store there) or `open(folder)`, options as keyword arguments; `flush()` makes every write
+    durable in that folder, after which a byte copy of the folder opens as the same store. A
+    store class with these is an embedded one (`stores.is_embedded` asks with `issubclass`)."""
 
     @classmethod
     def create(cls, folder: Path, dimension: int, **options: Any) -> "EmbeddedStore": ...
@@ -82,6 +85,11 @@ class EmbeddedStore(VectorStore, Protocol):
     def open(cls, folder: Path, **options: Any) -> "EmbeddedStore": ...
 
     def flush(self) -> None: ...
+
+
+@runtime_checkable
+class EmbeddedStore(VectorStore, FolderLifecycle, Protocol):
+    """A store that lives in one folder (`FolderLifecycle`)."""
 
 
 def payload_value(chunk: Chunk, key: str) -> Any:
