@@ -72,6 +72,21 @@ class VectorStore(Protocol):
 
 
 @runtime_checkable
+class KeywordSearchable(Protocol):
+    """Optional: a store that ranks chunks by their words itself (Weaviate's BM25). The retriever
+    asks `isinstance(store, KeywordSearchable)` for a server store; embedded versions use their
+    BM25 sidecar (retrieval/keyword.py), which has the same method. A store without it serves
+    hybrid retrieval as dense only."""
+
+    def keyword_search(self, query: str, *, top_k: int, filters: Filters | None = None) -> list[ScoredChunk]:
+        """The `top_k` chunks that match all filters, best first by keyword relevance to `query`;
+        `score` is the keyword score (BM25: not comparable with a cosine), `stage` "bm25",
+        `scores` {"bm25": score}. Chunks sharing no word with `query` are not returned. Safe to
+        call from several threads while no write is in progress."""
+        ...
+
+
+@runtime_checkable
 class FolderLifecycle(Protocol):
     """How a store lives in one folder. Construct with `create(folder, dimension)` (a new empty
     store there) or `open(folder)`, options as keyword arguments; `flush()` makes every write
