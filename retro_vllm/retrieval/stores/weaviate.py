@@ -6,7 +6,7 @@ in the Weaviate tenant named by its `tenant`, and a read without a `tenant` filt
 tenant.
 
 Not exercised against a Weaviate server here: only the pure functions and the unreachable case
-are unit-tested; tests/integration/test_server_stores.py runs the rest given RETRO_WEAVIATE_URL.
+are unit-tested; the contract suite (tests/contract) runs the rest given RETRO_WEAVIATE_URL.
 """
 
 from __future__ import annotations

@@ -1,94 +1,21 @@
-"""Qdrant and Weaviate stores without a server: the filter, id, payload and tenant mappings
-built with the real client classes, and a fast, clear failure when the server is unreachable.
-The same stores against real servers: tests/integration/test_server_stores.py."""
-
-import time
-import uuid
+"""The Weaviate store without a server: the filter, object and tenant mappings built with the
+real client classes, every call checked by the real client up to the wire, and a fast, clear
+failure when the server is unreachable. The store's behaviour against a server runs in
+tests/contract given RETRO_WEAVIATE_URL."""
 
 import numpy as np
 import pytest
-from qdrant_client import models
 from weaviate.collections.classes.config import _CollectionConfigCreate
 from weaviate.collections.classes.filters import _FilterAnd, _FilterValue, _Operator
 from weaviate.collections.filters import _FilterToGRPC
 
-from retro_vllm.retrieval.stores import qdrant, weaviate, weaviate_schema
+from retro_vllm.retrieval.stores import weaviate, weaviate_schema
 from retro_vllm.retrieval.stores.base import StoreError
-from retro_vllm.retrieval.stores.qdrant_options import QdrantOptions
 from retro_vllm.retrieval.stores.weaviate_options import WeaviateOptions
-from retro_vllm.retrieval.types import Chunk
 
-# Nothing listens on the discard port of the loopback interface.
-UNREACHABLE = "http://127.0.0.1:9"
+from .server_helpers import UNREACHABLE, chunk, fails_fast
 
 
-def chunk(**changes):
-    fields = dict(id="d#0", doc_id="d", text="Paris is in France.", domain="geo", title="Paris",
-                  url="https://example.org/paris", tenant="acme", metadata={"lang": "en", "year": 2024})
-    return Chunk(**{**fields, **changes})
-
-
-# -- ids --------------------------------------------------------------------------------
-def test_chunk_ids_map_to_the_same_uuid5_every_time():
-    first = qdrant.point_id("d#0")
-    assert first == qdrant.point_id("d#0") != qdrant.point_id("d#1")
-    assert uuid.UUID(first).version == 5
-    assert weaviate_schema.chunk_uuid("d#0") == first
-
-
-# -- Qdrant -----------------------------------------------------------------------------
-def match_of(flt, key):
-    [cond] = [c for c in flt.must if getattr(c, "key", None) == key]
-    return cond.match
-
-
-def test_qdrant_top_level_filters_are_payload_matches():
-    flt = qdrant.qdrant_filter({"domain": "geo", "tenant": ["acme", "globex"], "doc_id": "d", "id": "d#0"})
-    assert match_of(flt, "domain") == models.MatchValue(value="geo")
-    assert match_of(flt, "tenant") == models.MatchAny(any=["acme", "globex"])
-    assert match_of(flt, "doc_id") == models.MatchValue(value="d")
-    assert match_of(flt, "id") == models.MatchValue(value="d#0")
-
-
-def test_qdrant_metadata_filters_are_nested_paths():
-    flt = qdrant.qdrant_filter({"lang": "en", "tags": ["a", "b"], "a.b": "x"})
-    assert match_of(flt, "metadata.lang") == models.MatchValue(value="en")
-    assert match_of(flt, "metadata.tags") == models.MatchAny(any=["a", "b"])
-    assert match_of(flt, 'metadata."a.b"') == models.MatchValue(value="x")
-    with pytest.raises(StoreError, match="double quote"):
-        qdrant.qdrant_filter({'a"b': "x"})
-
-
-def test_qdrant_numbers_are_ranges_and_mixed_lists_alternatives():
-    # A range matches integer and float payloads alike, as Python's 1 == 1.0 does.
-    [score] = qdrant.qdrant_filter({"score": 0.5}).must
-    assert score.range == models.Range(gte=0.5, lte=0.5)
-    [year] = qdrant.qdrant_filter({"year": [2023, 2024]}).must
-    assert year == models.Filter(should=[
-        models.FieldCondition(key="metadata.year", range=models.Range(gte=2023, lte=2023)),
-        models.FieldCondition(key="metadata.year", range=models.Range(gte=2024, lte=2024)),
-    ])
-    [mixed] = qdrant.qdrant_filter({"flag": [True, "yes"]}).must
-    assert mixed == models.Filter(should=[
-        models.FieldCondition(key="metadata.flag", match=models.MatchAny(any=["yes"])),
-        models.FieldCondition(key="metadata.flag", match=models.MatchValue(value=True)),
-    ])
-    [missing] = qdrant.qdrant_filter({"lang": None}).must
-    assert missing == models.IsEmptyCondition(is_empty=models.PayloadField(key="metadata.lang"))
-    [nothing] = qdrant.qdrant_filter({"domain": []}).must
-    assert nothing == models.HasIdCondition(has_id=[])
-    assert qdrant.qdrant_filter(None) is None and qdrant.qdrant_filter({}) is None
-
-
-def test_qdrant_point_round_trips_the_chunk():
-    point = qdrant.to_point(chunk(), np.array([0.6, 0.8], dtype=np.float32))
-    assert point.id == qdrant.point_id("d#0")
-    assert point.vector == pytest.approx([0.6, 0.8])
-    assert Chunk.from_payload(point.payload) == chunk()
-    assert point.payload["metadata"] == {"lang": "en", "year": 2024}
-
-
-# -- Weaviate ---------------------------------------------------------------------------
 def shape(flt):
     """A Weaviate filter as plain data: (target, operator, value) leaves under (operator, [...])."""
     if isinstance(flt, _FilterValue):
@@ -189,22 +116,6 @@ def test_weaviate_connection_args():
         weaviate_schema.connection_args(WeaviateOptions(url="db:8080"))
 
 
-# -- no server ----------------------------------------------------------------------------
-def fails_fast(make):
-    begin = time.monotonic()
-    with pytest.raises(StoreError) as raised:
-        make()
-    assert time.monotonic() - begin < 5
-    message = str(raised.value)
-    assert "\n" not in message
-    return message
-
-
-def test_unreachable_qdrant_fails_fast():
-    message = fails_fast(lambda: qdrant.QdrantStore(QdrantOptions(url=UNREACHABLE, timeout_s=1), 3))
-    assert message.startswith(f"Qdrant at {UNREACHABLE} unreachable:")
-
-
 def test_unreachable_weaviate_fails_fast():
     section = WeaviateOptions(url=UNREACHABLE, grpc_port=10, timeout_s=1)
     message = fails_fast(lambda: weaviate.WeaviateStore(section, 3))
@@ -217,59 +128,7 @@ def test_weaviate_settings_the_client_refuses():
     assert "must be different" in message
 
 
-# -- Qdrant's own in-process mode: the same client API, no server ----------------------------
-def unit_rows(rows):
-    rows = np.asarray(rows, dtype=np.float32)
-    return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
-
-
-@pytest.fixture
-def local_qdrant(monkeypatch, tmp_path):
-    """QdrantStore over qdrant-client's local mode (a Python re-implementation: it says
-    nothing about the transport, only about the requests the store builds)."""
-    from qdrant_client import QdrantClient
-
-    monkeypatch.setattr(qdrant, "QdrantClient", lambda **_: QdrantClient(path=str(tmp_path)))
-    store = qdrant.QdrantStore(QdrantOptions(), 3)
-    yield store
-    store.close()
-
-
-LOCAL_MODE_WARNING = pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant")
-
-
-@LOCAL_MODE_WARNING
-def test_qdrant_store_requests_on_local_mode(local_qdrant):
-    local_qdrant.upsert(
-        [chunk(id="x#0", doc_id="x", metadata={"lang": "en", "a.b": 1}),
-         chunk(id="y#0", doc_id="y", domain="law", tenant=None, metadata={"lang": "fr"}),
-         chunk(id="z#0", doc_id="z", metadata={"lang": "fr", "score": 0.5})],
-        unit_rows([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0]]),
-    )
-    ids = lambda filters: [h.chunk.id for h in local_qdrant.search(unit_rows([1, 0, 0]), top_k=5, filters=filters)]
-    assert ids(None) == ["x#0", "y#0", "z#0"]
-    assert ids({"domain": "geo", "lang": "fr"}) == ["z#0"]
-    assert ids({"lang": ["en", "de"], "a.b": 1}) == ["x#0"]
-    assert ids({"tenant": None}) == ["y#0"] and ids({"score": 0.5}) == ["z#0"] and ids({"domain": []}) == []
-    assert local_qdrant.count({"lang": "fr"}) == 2
-    assert sorted(c.id for c in local_qdrant.chunks({"domain": "geo"})) == ["x#0", "z#0"]
-    assert local_qdrant.vectors(["z#0", "x#0"]) == pytest.approx(np.array([[0, 1, 0], [1, 0, 0]]))
-    with pytest.raises(StoreError, match="unknown chunk ids.*nope#0"):
-        local_qdrant.vectors(["nope#0"])
-    assert local_qdrant.delete(doc_ids=["x", "missing"]) == 1
-    assert local_qdrant.count() == 2
-
-
-@LOCAL_MODE_WARNING
-def test_qdrant_store_refuses_another_dimension(local_qdrant):
-    with pytest.raises(StoreError, match="dimension 4 does not match the store's 3"):
-        local_qdrant.upsert([chunk()], unit_rows([[1, 0, 0, 0]]))
-    local_qdrant.close()
-    with pytest.raises(StoreError, match="dimension 3, the embedder makes 4"):
-        qdrant.QdrantStore(QdrantOptions(), 4)
-
-
-# -- Weaviate: every call through the real client up to the wire --------------------------------
+# -- every call through the real client up to the wire ----------------------------------------------
 @pytest.fixture(params=[False, True], ids=["one-collection", "tenants"])
 def offline_weaviate(request):
     """A WeaviateStore over a real client that never connected: the client validates every
