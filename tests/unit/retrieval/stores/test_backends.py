@@ -99,3 +99,28 @@ def test_reading_the_configuration_imports_no_store_library():
             "print(','.join(m for m in ('faiss', 'qdrant_edge', 'qdrant_client', 'weaviate', 'numpy') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == ""
 
+
+
+def test_stores_import_only_what_their_package_docstring_allows():
+    import ast
+    from pathlib import Path
+
+    import retro_vllm.retrieval.stores as stores
+
+    allowed_project = ("retro_vllm.retrieval.stores", "retro_vllm.retrieval.types")
+    store_libraries = ("faiss", "qdrant_edge", "qdrant_client", "weaviate", "numpy")
+    for path in Path(stores.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for_typing = {id(node) for block in ast.walk(tree)
+                      if isinstance(block, ast.If) and getattr(block.test, "id", None) == "TYPE_CHECKING"
+                      for node in ast.walk(block)}
+        light = path.name == "__init__.py" or path.name.endswith("_options.py")
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)) or id(node) in for_typing:
+                continue
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for name in names:
+                if name.startswith("retro_vllm"):
+                    assert name.startswith(allowed_project), f"{path.name} imports {name}"
+                if light and node in tree.body:  # at import time
+                    assert not name.startswith(store_libraries), f"{path.name} imports {name} at import"
