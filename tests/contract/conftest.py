@@ -141,27 +141,19 @@ def drop_collection(backend: str, retrieval: RetrievalSection) -> None:
     client.close()
 
 
-def stores_for(request, tmp_path, monkeypatch):
-    stores = Stores(CASES[request.param], tmp_path, monkeypatch)
-    request.addfinalizer(stores.close)
-    return stores
+def stores_fixture(name: str, cases: list[str]):
+    """A fixture `name` that hands a test a `Stores` of each of `cases` in turn."""
+
+    @pytest.fixture(name=name, params=params(cases))
+    def fixture(request, tmp_path, monkeypatch) -> Stores:
+        stores = Stores(CASES[request.param], tmp_path, monkeypatch)
+        request.addfinalizer(stores.close)
+        return stores
+
+    return fixture
 
 
-@pytest.fixture(params=params(CASES))
-def make(request, tmp_path, monkeypatch) -> Stores:
-    return stores_for(request, tmp_path, monkeypatch)
-
-
-@pytest.fixture(params=params(EMBEDDED))
-def make_embedded(request, tmp_path, monkeypatch) -> Stores:
-    return stores_for(request, tmp_path, monkeypatch)
-
-
-@pytest.fixture(params=params(SERVERS))
-def make_server(request, tmp_path, monkeypatch) -> Stores:
-    return stores_for(request, tmp_path, monkeypatch)
-
-
-@pytest.fixture(params=params(KEYWORD_SEARCHABLE))
-def make_keyword_searchable(request, tmp_path, monkeypatch) -> Stores:
-    return stores_for(request, tmp_path, monkeypatch)
+make = stores_fixture("make", list(CASES))
+make_embedded = stores_fixture("make_embedded", EMBEDDED)
+make_server = stores_fixture("make_server", SERVERS)
+make_keyword_searchable = stores_fixture("make_keyword_searchable", KEYWORD_SEARCHABLE)
