@@ -138,7 +138,9 @@ class RetrievalSection(_Section):
     def _options_for_own_store_only(self) -> "RetrievalSection":
         if self.options and self.backend in BACKENDS:
             section = self.backend.replace("-", "_")
-            raise ValueError(f"options is for a store named by its class path; {self.backend}'s options go under {section}")
+            raise ValueError(
+                f"options is for a store named by its class path; {self.backend}'s options go under {section}"
+            )
         return self
 
     @model_validator(mode="after")

@@ -18,7 +18,8 @@ def test_chunk_ids_map_to_the_same_uuid5_every_time():
 def test_point_ids_never_change():
     # Stored points carry them: a Qdrant collection and every copy of a Qdrant Edge folder.
     assert qdrant.point_id("d#0") == "f9ab03a0-a4d7-5f00-983d-a8b7ed2c9212"
-    assert qdrant_common.point_id("d#0", qdrant_common.EDGE_NAMESPACE) == uuid.UUID("ed16711a-dcae-59c0-a6f7-286ecd61443e")
+    edge = qdrant_common.point_id("d#0", qdrant_common.EDGE_NAMESPACE)
+    assert edge == uuid.UUID("ed16711a-dcae-59c0-a6f7-286ecd61443e")
 
 
 def test_payload_paths():
