@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from retro_vllm import envs
+from retro_vllm.retrieval.stores import BACKENDS, check_backend_name
+from retro_vllm.retrieval.stores.faiss_options import FaissOptions
+from retro_vllm.retrieval.stores.qdrant_edge_options import QdrantEdgeOptions
+from retro_vllm.retrieval.stores.qdrant_options import QdrantOptions
+from retro_vllm.retrieval.stores.weaviate_options import WeaviateOptions
 
 DEMO_CONFIG = Path(__file__).parent / "demo" / "retro.yaml"
 DOMAIN_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -67,59 +72,6 @@ class ChunkingSection(_Section):
         return self
 
 
-class FaissSection(_Section):
-    index: Literal["auto", "flat", "hnsw"] = Field(
-        "auto", description="flat = exact search; hnsw = approximate graph search; auto = flat below hnsw_above chunks."
-    )
-    hnsw_above: int = Field(
-        10_000, ge=0,
-        description="With index: auto, collections of at least this many chunks use HNSW. From about 10k chunks (15 MB "
-        "of 384-d float32 vectors; Qdrant's default full-scan threshold is 10 MB) a flat scan costs more than the "
-        "graph walk (bench/store_scale at 10k, unfiltered: 0.47 against 0.73 ms, recall@10 1.000), and the default sq8 graph "
-        "holds less memory than the flat vectors (10k: about 7 MB against 15 MB). Filtered searches over few chunks stay exact.",
-    )
-    hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree.")
-    ef_construction: int = Field(
-        100, ge=8,
-        description="HNSW build-time beam width. 100 builds the graph about twice as fast as 200 (a publish at 100k "
-        "chunks rebuilds it, in the API server too when documents are posted there); with the exact re-rank of an "
-        "sq8 graph, recall@10 stays 1.000 on bench/store_scale's vectors.",
-    )
-    ef_search: int = Field(128, ge=8, description="HNSW search-time beam width (recall vs speed).")
-    hnsw_vectors: Literal["sq8", "fp16", "fp32"] = Field(
-        "sq8",
-        description="What an HNSW graph walks over, in the API server's memory. sq8: 8-bit codes (100k x 384: "
-        "38 MB of codes), the walk finds 4x the hits wanted and ranks them by their exact float32 vectors read from "
-        "chunks.sqlite on disk, so scores are exact; recall@10 against exact search 1.000 on bench/store_scale's "
-        "100k vectors. fp16: half-precision vectors (77 MB), scores move by up to ~5e-4, recall@10 0.9997. fp32: "
-        "full vectors (154 MB). Flat indexes keep fp32.",
-    )
-
-
-class QdrantEdgeSection(_Section):
-    hnsw_m: int = Field(16, ge=4, le=128, description="HNSW graph degree.")
-    ef_construct: int = Field(100, ge=8, description="HNSW build-time beam width.")
-    ef_search: int = Field(128, ge=8, description="HNSW search-time beam width.")
-
-
-class QdrantSection(_Section):
-    url: str = Field("http://localhost:6333", description="Qdrant server URL.")
-    api_key: str | None = Field(None, description="Qdrant API key; empty = $QDRANT_API_KEY if set.")
-    collection: str = Field("retro", description="Collection holding every domain's chunks.")
-    timeout_s: float = Field(5.0, gt=0, description="Per-call timeout.")
-
-
-class WeaviateSection(_Section):
-    url: str = Field("http://localhost:8080", description="Weaviate HTTP URL.")
-    grpc_port: int = Field(50051, ge=1, le=65535, description="Weaviate gRPC port (same host as url).")
-    api_key: str | None = Field(None, description="Weaviate API key; empty = $WEAVIATE_API_KEY if set.")
-    collection: str = Field("Retro", description="Collection holding every domain's chunks.")
-    multi_tenancy: bool = Field(
-        False, description="Map each chunk's tenant to a Weaviate tenant (chunks without a tenant go to 'default')."
-    )
-    timeout_s: float = Field(5.0, gt=0, description="Per-call timeout.")
-
-
 class HybridSection(_Section):
     dense_weight: float = Field(1.0, ge=0.0, description="Weight of the dense ranking in reciprocal-rank fusion.")
     keyword_weight: float = Field(1.0, ge=0.0, description="Weight of the BM25 ranking in reciprocal-rank fusion.")
@@ -148,13 +100,19 @@ class CacheSection(_Section):
 
 
 class RetrievalSection(_Section):
-    backend: Literal["faiss", "qdrant-edge", "qdrant", "weaviate"] = Field(
-        "faiss", description="faiss and qdrant-edge are embedded (files under home); qdrant and weaviate are servers."
+    backend: str = Field(
+        "faiss",
+        description="faiss and qdrant-edge are embedded (files under home); qdrant and weaviate are servers. "
+        "Or the 'package.module:Class' path of a store of your own (see retro_vllm.retrieval.stores.store_class).",
     )
-    faiss: FaissSection = FaissSection()
-    qdrant_edge: QdrantEdgeSection = QdrantEdgeSection()
-    qdrant: QdrantSection = QdrantSection()
-    weaviate: WeaviateSection = WeaviateSection()
+    # Each store's options are defined beside it (retrieval/stores/<backend>_options.py).
+    faiss: FaissOptions = FaissOptions()
+    qdrant_edge: QdrantEdgeOptions = QdrantEdgeOptions()
+    qdrant: QdrantOptions = QdrantOptions()
+    weaviate: WeaviateOptions = WeaviateOptions()
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Options of a store named by its class path, passed to it as written."
+    )
     mode: Literal["dense", "hybrid"] = Field(
         "dense", description="dense = vectors only; hybrid = vectors and BM25 fused by RRF. Per domain: retrieval_mode."
     )
@@ -170,6 +128,20 @@ class RetrievalSection(_Section):
     max_top_k: int = Field(16, ge=1, le=64, description="Largest top_k a request may ask for.")
     min_score: float = Field(0.0, description="Passages scoring below this (cosine) are not used.")
     chunking: ChunkingSection = ChunkingSection()
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        return check_backend_name(value)
+
+    @model_validator(mode="after")
+    def _options_for_own_store_only(self) -> "RetrievalSection":
+        if self.options and self.backend in BACKENDS:
+            section = self.backend.replace("-", "_")
+            raise ValueError(
+                f"options is for a store named by its class path; {self.backend}'s options go under {section}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _top_k_within_max(self) -> "RetrievalSection":

@@ -25,7 +25,7 @@ import numpy as np
 
 from retro_vllm.config import RetroConfig
 from retro_vllm.fsutil import folder_lock, replace_text
-from retro_vllm.retrieval.stores import EMBEDDED_BACKENDS, connect_server_store, embedded_store_class, store_options
+from retro_vllm.retrieval.stores import connect_server_store, embedded_store_class, is_embedded, store_options
 from retro_vllm.retrieval.stores.base import StoreError, VectorStore
 from retro_vllm.retrieval.stores.embedded import copy_folder
 from retro_vllm.retrieval.types import Chunk
@@ -171,7 +171,7 @@ class IndexWriter:
         self.embedder_id = embedder_id
         self.backend = config.retrieval.backend
         self.fresh = fresh  # True: start from an empty store, not from a copy of the current version
-        self.embedded = self.backend in EMBEDDED_BACKENDS
+        self.embedded = is_embedded(self.backend)
         self._lock = None
         self._staging: Path | None = None
         self.store: VectorStore | None = None

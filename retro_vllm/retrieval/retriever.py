@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 
@@ -17,18 +17,12 @@ from retro_vllm.retrieval.fusion import reciprocal_rank_fusion
 from retro_vllm.retrieval.index import CURRENT, KEYWORD_DIR, IndexVersion, current_version, index_root, open_store
 from retro_vllm.retrieval.keyword import LazyKeywordIndex
 from retro_vllm.retrieval.rerank import Reranker, make_reranker
-from retro_vllm.retrieval.stores.base import Filters, VectorStore
+from retro_vllm.retrieval.stores.base import Filters, KeywordSearchable, VectorStore
 from retro_vllm.retrieval.types import ScoredChunk
 
 logger = logging.getLogger(__name__)
 
 Mode = Literal["dense", "bm25", "hybrid"]
-
-
-class KeywordSearch(Protocol):
-    """BM25 over a version: the embedded sidecar (keyword.py) or a server's own (Weaviate)."""
-
-    def keyword_search(self, query: str, *, top_k: int, filters: Filters | None = None) -> list[ScoredChunk]: ...
 
 
 @dataclass(frozen=True)
@@ -37,7 +31,7 @@ class _Serving:
 
     version: IndexVersion
     store: VectorStore
-    keyword: KeywordSearch | None
+    keyword: KeywordSearchable | None  # the embedded BM25 sidecar (keyword.py) or a server's own (Weaviate)
 
 
 class Retriever:
@@ -63,7 +57,7 @@ class Retriever:
         if version.embedded:
             keyword = LazyKeywordIndex(version.folder / KEYWORD_DIR)
         else:
-            keyword = store if hasattr(store, "keyword_search") else None
+            keyword = store if isinstance(store, KeywordSearchable) else None
         return _Serving(version, store, keyword)
 
     @property

@@ -7,7 +7,9 @@ Two kinds:
 - embedded stores (`EmbeddedStore`: FAISS, Qdrant Edge) live in one folder. The index layer
   never writes a folder that is being served: it copies the current version's folder, opens
   the copy, writes, `flush()`es, then swaps a pointer (retrieval/index.py).
-- server stores (Qdrant, Weaviate) are written in place, one document at a time.
+- server stores (Qdrant, Weaviate) are written in place, one document at a time. One is built
+  as `Store(options, dimension)` and connects then; a collection holding vectors of another
+  dimension is a StoreError.
 """
 
 from __future__ import annotations
@@ -70,10 +72,26 @@ class VectorStore(Protocol):
 
 
 @runtime_checkable
-class EmbeddedStore(VectorStore, Protocol):
-    """A store that lives in one folder. Construct with `create(folder, dimension)` (a new empty
-    store there) or `open(folder)`; `flush()` makes every write durable in that folder, after
-    which a byte copy of the folder opens as the same store."""
+class KeywordSearchable(Protocol):
+    """Optional: a store that ranks chunks by their words itself (Weaviate's BM25). The retriever
+    asks `isinstance(store, KeywordSearchable)` for a server store; embedded versions use their
+    BM25 sidecar (retrieval/keyword.py), which has the same method. A store without it serves
+    hybrid retrieval as dense only."""
+
+    def keyword_search(self, query: str, *, top_k: int, filters: Filters | None = None) -> list[ScoredChunk]:
+        """The `top_k` chunks that match all filters, best first by keyword relevance to `query`;
+        `score` is the keyword score (BM25: not comparable with a cosine), `stage` "bm25",
+        `scores` {"bm25": score}. Chunks sharing no word with `query` are not returned. Safe to
+        call from several threads while no write is in progress."""
+        ...
+
+
+@runtime_checkable
+class FolderLifecycle(Protocol):
+    """How a store lives in one folder. Construct with `create(folder, dimension)` (a new empty
+    store there) or `open(folder)`, options as keyword arguments; `flush()` makes every write
+    durable in that folder, after which a byte copy of the folder opens as the same store. A
+    store class with these is an embedded one (`stores.is_embedded` asks with `issubclass`)."""
 
     @classmethod
     def create(cls, folder: Path, dimension: int, **options: Any) -> "EmbeddedStore": ...
@@ -82,6 +100,11 @@ class EmbeddedStore(VectorStore, Protocol):
     def open(cls, folder: Path, **options: Any) -> "EmbeddedStore": ...
 
     def flush(self) -> None: ...
+
+
+@runtime_checkable
+class EmbeddedStore(VectorStore, FolderLifecycle, Protocol):
+    """A store that lives in one folder (`FolderLifecycle`)."""
 
 
 def payload_value(chunk: Chunk, key: str) -> Any:

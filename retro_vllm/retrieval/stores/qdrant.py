@@ -2,82 +2,73 @@
 
 Chunks are stored as points whose payload is `Chunk.payload()` (metadata nested under
 `metadata`), so a payload reads back as the same chunk and filters address metadata keys as
-nested paths.
+nested paths. Point ids and filters are built as for Qdrant Edge (qdrant_common.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import uuid
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from retro_vllm.config import QdrantSection
-from retro_vllm.retrieval.stores.base import TOP_LEVEL_KEYS, Filters, StoreError
+from retro_vllm.retrieval.stores import qdrant_common
+from retro_vllm.retrieval.stores.base import Filters, StoreError
+from retro_vllm.retrieval.stores.qdrant_options import QdrantOptions
 from retro_vllm.retrieval.types import Chunk, ScoredChunk
 
-# Qdrant ids must be integers or UUIDs; uuid5 gives every chunk id the same point id on every
-# run, so re-upserting a chunk replaces it.
-CHUNK_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "retro://chunk")
 INDEXED_KEYS = ("domain", "tenant", "doc_id")
 # Bounds one request's body (Qdrant refuses REST bodies over 32 MB by default).
 BATCH = 256
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_]+")
 
 
 def point_id(chunk_id: str) -> str:
-    return str(uuid.uuid5(CHUNK_NAMESPACE, chunk_id))
+    return str(qdrant_common.point_id(chunk_id, qdrant_common.SERVER_NAMESPACE))
 
 
 def to_point(chunk: Chunk, vector: np.ndarray) -> models.PointStruct:
     return models.PointStruct(id=point_id(chunk.id), vector=vector.tolist(), payload=chunk.payload())
 
 
-def payload_key(key: str) -> str:
-    if key in TOP_LEVEL_KEYS:
-        return key
-    # A dot or bracket in a metadata key would otherwise be read as a path step.
-    return f"metadata.{key}" if _PLAIN_KEY.fullmatch(key) else f'metadata."{key}"'
+class _ClientConditions:
+    """qdrant-client's spelling of the shared filter conditions (qdrant_common)."""
 
+    @staticmethod
+    def match_value(path: str, value) -> models.Condition:
+        return models.FieldCondition(key=path, match=models.MatchValue(value=value))
 
-def condition(key: str, wanted: Any) -> models.Condition:
-    """One filter entry as a Qdrant condition, with the contract's equality semantics."""
-    path = payload_key(key)
-    if not isinstance(wanted, (list, tuple, set)):
-        return _equals(path, wanted)
-    values = list(wanted)
-    if not values:
-        # Qdrant ignores an empty `should`; an empty any-of list must match nothing.
-        return models.HasIdCondition(has_id=[])
-    # MatchAny takes only all-string or all-integer lists; anything else is spelled out.
-    if all(isinstance(v, str) for v in values) or all(_is_int(v) for v in values):
+    @staticmethod
+    def match_any(path: str, values) -> models.Condition:
         return models.FieldCondition(key=path, match=models.MatchAny(any=values))
-    return models.Filter(should=[_equals(path, v) for v in values])
 
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _equals(path: str, value: Any) -> models.Condition:
-    if value is None:
-        # The contract reads a missing metadata key as None: is_empty matches missing and null.
+    @staticmethod
+    def is_empty(path: str) -> models.Condition:
         return models.IsEmptyCondition(is_empty=models.PayloadField(key=path))
-    if isinstance(value, float):
+
+    @staticmethod
+    def equals_number(path: str, value) -> models.Condition:
         return models.FieldCondition(key=path, range=models.Range(gte=value, lte=value))
-    return models.FieldCondition(key=path, match=models.MatchValue(value=value))
+
+    @staticmethod
+    def nothing(path: str) -> models.Condition:
+        # An empty `should` would be ignored; no point has an id in an empty list.
+        return models.HasIdCondition(has_id=[])
+
+    @staticmethod
+    def any_of(conditions) -> models.Filter:
+        return models.Filter(should=conditions)
+
+    @staticmethod
+    def all_of(conditions) -> models.Filter:
+        return models.Filter(must=conditions)
 
 
 def qdrant_filter(filters: Filters | None) -> models.Filter | None:
-    if not filters:
-        return None
-    return models.Filter(must=[condition(k, v) for k, v in filters.items()])
+    return qdrant_common.qdrant_filter(filters, _ClientConditions)
 
 
 def _error_text(exc: UnexpectedResponse) -> str:
@@ -88,7 +79,7 @@ def _error_text(exc: UnexpectedResponse) -> str:
 
 
 class QdrantStore:
-    def __init__(self, section: QdrantSection, dimension: int):
+    def __init__(self, section: QdrantOptions, dimension: int):
         self.dimension = dimension
         self.url = section.url
         self.collection = section.collection

@@ -2,7 +2,8 @@
 
 Each chunk is a point whose id is a UUID derived from the chunk id and whose payload is
 `Chunk.payload()`: top-level fields as they are, metadata under `metadata`, so every filter
-is a native Qdrant condition. The vector distance is cosine, so `score` is the cosine.
+is a native Qdrant condition (ids and filters are shared with the Qdrant server store:
+qdrant_common.py). The vector distance is cosine, so `score` is the cosine.
 
 What qdrant-edge-py 0.9.0 does with its folder (tried here), and what follows:
 - Locking. With its write-ahead log on, a shard locks the folder: a second `EdgeShard.load` of
@@ -27,14 +28,12 @@ What qdrant-edge-py 0.9.0 does with its folder (tried here), and what follows:
 
 from __future__ import annotations
 
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from retro_vllm.config import QdrantEdgeSection
 from retro_vllm.retrieval.stores.base import TOP_LEVEL_KEYS, Filters, StoreError
 from retro_vllm.retrieval.stores.embedded import (
     checked_query,
@@ -44,23 +43,19 @@ from retro_vllm.retrieval.stores.embedded import (
     refuse_existing,
     write_meta,
 )
+from retro_vllm.retrieval.stores.qdrant_common import EDGE_NAMESPACE, point_id, qdrant_filter
+from retro_vllm.retrieval.stores.qdrant_edge_options import QdrantEdgeOptions
 from retro_vllm.retrieval.types import Chunk, ScoredChunk
 
 BACKEND = "qdrant-edge"
-_DEFAULTS = QdrantEdgeSection()  # the options' defaults live in the configuration, once
+_DEFAULTS = QdrantEdgeOptions()  # the options' defaults are stated once, in QdrantEdgeOptions
 FULL_SCAN_KB = 10_000
 """Filtered searches whose matching vectors take less than this are exact scans (Qdrant's default)."""
 SCROLL_PAGE = 1000
-POINT_NAMESPACE = uuid.UUID("5b0d4cf6-3a55-4c8e-9d0c-2f7f6e0a9b41")
-"""Fixed forever: point ids derived from it must stay the same in every copy of a store."""
-
-
-def point_id(chunk_id: str) -> uuid.UUID:
-    return uuid.uuid5(POINT_NAMESPACE, chunk_id)
 
 
 class QdrantEdgeStore:
-    """Build with `create` or `open`; options are `QdrantEdgeSection`'s fields. `hnsw_m` and
+    """Build with `create` or `open`; options are `QdrantEdgeOptions`' fields. `hnsw_m` and
     `ef_construct` take effect when `flush()` optimizes; `ef_search` on every search."""
 
     def __init__(self, folder: Path, dimension: int, shard, config, ef_search: int):
@@ -117,7 +112,7 @@ class QdrantEdgeStore:
 
         rows = checked_rows(chunks, vectors, self.dimension)
         points = [
-            Point(point_id(chunks[row].id), rows[row].tolist(), chunks[row].payload()) for row in last_rows(chunks)
+            Point(_point_id(chunks[row].id), rows[row].tolist(), chunks[row].payload()) for row in last_rows(chunks)
         ]
         if points:
             with self._engine("upsert"):
@@ -131,7 +126,7 @@ class QdrantEdgeStore:
         documents = {"doc_id": list(doc_ids)}
         gone = self.count(documents)
         with self._engine("delete"):
-            self._shard.update(UpdateOperation.delete_points_by_filter(qdrant_filter(documents)))
+            self._shard.update(UpdateOperation.delete_points_by_filter(_filter(documents)))
         return gone
 
     def flush(self) -> None:
@@ -153,7 +148,7 @@ class QdrantEdgeStore:
         request = QueryRequest(
             limit=top_k,
             query=Query.Nearest(query[0].tolist()),
-            filter=qdrant_filter(filters),
+            filter=_filter(filters),
             with_payload=True,
             params=SearchParams(hnsw_ef=max(self._ef_search, top_k)),
         )
@@ -165,12 +160,12 @@ class QdrantEdgeStore:
         from qdrant_edge import CountRequest
 
         with self._engine("count"):
-            return self._shard.count(CountRequest(exact=True, filter=qdrant_filter(filters)))
+            return self._shard.count(CountRequest(exact=True, filter=_filter(filters)))
 
     def chunks(self, filters: Filters | None = None) -> Iterator[Chunk]:
         from qdrant_edge import ScrollRequest
 
-        selection = qdrant_filter(filters)
+        selection = _filter(filters)
         offset = None
         while True:
             page = ScrollRequest(offset=offset, limit=SCROLL_PAGE, filter=selection, with_payload=True)
@@ -184,12 +179,12 @@ class QdrantEdgeStore:
         if not ids:
             return np.zeros((0, self.dimension), dtype=np.float32)
         with self._engine("read vectors"):
-            records = self._shard.retrieve([point_id(i) for i in ids], with_payload=False, with_vector=True)
+            records = self._shard.retrieve([_point_id(i) for i in ids], with_payload=False, with_vector=True)
         found = {record.id: record.vector for record in records}
-        unknown = [i for i in ids if point_id(i) not in found]
+        unknown = [i for i in ids if _point_id(i) not in found]
         if unknown:
             raise StoreError(f"unknown chunk ids: {', '.join(unknown[:5])}")
-        return np.asarray([found[point_id(i)] for i in ids], dtype=np.float32)
+        return np.asarray([found[_point_id(i)] for i in ids], dtype=np.float32)
 
     def health(self) -> None:
         with self._engine("answer"):
@@ -221,39 +216,59 @@ def _load_shard(folder: Path, config):
         raise StoreError(f"Qdrant Edge store at {folder} is missing or corrupt: {exc}") from None
 
 
-def qdrant_filter(filters: Filters | None):
-    """`Filters` as a Qdrant Filter: one condition per key, all of which must hold."""
-    from qdrant_edge import Filter
+class _EdgeConditions:
+    """qdrant-edge-py's spelling of the shared filter conditions (qdrant_common)."""
 
-    if not filters:
-        return None
-    return Filter(must=[_condition(key, wanted) for key, wanted in filters.items()])
+    @staticmethod
+    def match_value(path: str, value):
+        from qdrant_edge import FieldCondition, MatchValue
 
-
-def _condition(key: str, wanted: Any):
-    from qdrant_edge import FieldCondition, Filter, IsEmptyCondition, MatchAny, MatchValue, RangeFloat
-
-    if '"' in key:
-        raise StoreError(f"filter key {key!r}: Qdrant payload paths cannot hold a double quote")
-    path = key if key in TOP_LEVEL_KEYS else f'metadata."{key}"'
-    many = isinstance(wanted, (list, tuple, set))
-    values = list(wanted) if many else [wanted]
-    strings = [v for v in values if isinstance(v, str)]
-    conditions = []
-    if strings:
-        conditions.append(FieldCondition(key=path, match=MatchAny(strings) if many else MatchValue(strings[0])))
-    for value in values:
-        if value is None:  # `matches` treats a missing key as None; is_empty covers missing and null
-            conditions.append(IsEmptyCondition(path))
-        elif isinstance(value, bool):
+        if isinstance(value, bool):
             # The binding reads a Python bool as the integer 1 or 0, which matches no stored
             # boolean; numpy's bool is not an int and reaches Qdrant as a boolean.
-            conditions.append(FieldCondition(key=path, match=MatchValue(np.bool_(value))))
-        elif isinstance(value, (int, float)):
-            # A range matches integer and float payloads alike, as Python's 1 == 1.0 does.
-            conditions.append(FieldCondition(key=path, range=RangeFloat(gte=value, lte=value)))
-        elif not isinstance(value, str):
-            raise StoreError(f"filter {key!r}: cannot match a value of type {type(value).__name__}")
-    if not conditions:  # an empty any-of list matches nothing
-        return FieldCondition(key=path, match=MatchAny([]))
-    return conditions[0] if len(conditions) == 1 else Filter(should=conditions)
+            value = np.bool_(value)
+        return FieldCondition(key=path, match=MatchValue(value))
+
+    @staticmethod
+    def match_any(path: str, values):
+        from qdrant_edge import FieldCondition, MatchAny
+
+        return FieldCondition(key=path, match=MatchAny(values))
+
+    @staticmethod
+    def is_empty(path: str):
+        from qdrant_edge import IsEmptyCondition
+
+        return IsEmptyCondition(path)
+
+    @staticmethod
+    def equals_number(path: str, value):
+        from qdrant_edge import FieldCondition, RangeFloat
+
+        return FieldCondition(key=path, range=RangeFloat(gte=value, lte=value))
+
+    @staticmethod
+    def nothing(path: str):
+        from qdrant_edge import FieldCondition, MatchAny
+
+        return FieldCondition(key=path, match=MatchAny([]))  # an empty any-of list matches nothing
+
+    @staticmethod
+    def any_of(conditions):
+        from qdrant_edge import Filter
+
+        return Filter(should=conditions)
+
+    @staticmethod
+    def all_of(conditions):
+        from qdrant_edge import Filter
+
+        return Filter(must=conditions)
+
+
+def _point_id(chunk_id: str):
+    return point_id(chunk_id, EDGE_NAMESPACE)
+
+
+def _filter(filters: Filters | None):
+    return qdrant_filter(filters, _EdgeConditions)

@@ -1,0 +1,1 @@
+"""Unit tests of retro_vllm.retrieval, mirroring its layout."""
