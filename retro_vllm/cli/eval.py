@@ -112,11 +112,17 @@ def eval_retrieval(
 
     from retro_vllm.evaluation.datasets import load_python_faq
     from retro_vllm.evaluation.retrieval import eval_config, evaluate, table
+    from retro_vllm.retrieval.stores import is_embedded
+    from retro_vllm.retrieval.stores.base import StoreError
 
     torch.set_num_threads(threads)
     config = load(config_path)
     backend = backend or config.retrieval.backend
-    if backend not in ("faiss", "qdrant-edge"):
+    try:
+        embedded = is_embedded(backend)
+    except StoreError as exc:
+        fail(str(exc))
+    if not embedded:
         fail(f"eval retrieval runs on an embedded backend (faiss, qdrant-edge), not {backend!r}")
     try:
         data = load_python_faq(dataset, max_distractor_docs=max_distractors)

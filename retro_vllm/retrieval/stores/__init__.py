@@ -11,7 +11,8 @@ stores' ids and filters), and each backend's options model (`<backend>_options.p
 Must not import: any store library (faiss, qdrant_edge, qdrant_client, weaviate) or numpy at
 package import, here or in an options module: the configuration imports those, and a
 deployment needs only its own store's package. Backends are imported when asked for. Of the
-rest of the package, stores import only `retro_vllm.retrieval.types` (the records they hold).
+rest of the package, stores import only `retro_vllm.retrieval.types` (the records they hold)
+and `retro_vllm.envs` (server credentials given in the environment).
 """
 
 from __future__ import annotations

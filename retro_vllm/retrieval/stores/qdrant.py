@@ -8,7 +8,6 @@ nested paths. Point ids and filters are built as for Qdrant Edge (qdrant_common.
 from __future__ import annotations
 
 import json
-import os
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -16,6 +15,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from retro_vllm import envs
 from retro_vllm.retrieval.stores import qdrant_common
 from retro_vllm.retrieval.stores.base import Filters, StoreError
 from retro_vllm.retrieval.stores.qdrant_options import QdrantOptions
@@ -87,7 +87,7 @@ class QdrantStore:
         # check below fails fast instead.
         self._client = QdrantClient(
             url=section.url,
-            api_key=section.api_key or os.environ.get("QDRANT_API_KEY") or None,
+            api_key=section.api_key or envs.QDRANT_API_KEY,
             timeout=section.timeout_s,
             check_compatibility=False,
         )

@@ -12,7 +12,6 @@ are unit-tested; the contract suite (tests/contract) runs the rest given RETRO_W
 from __future__ import annotations
 
 import heapq
-import os
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
@@ -31,6 +30,7 @@ from weaviate.exceptions import (
     WeaviateTimeoutError,
 )
 
+from retro_vllm import envs
 from retro_vllm.retrieval.stores.base import Filters, StoreError, matches
 from retro_vllm.retrieval.stores.weaviate_options import WeaviateOptions
 from retro_vllm.retrieval.stores.weaviate_schema import (
@@ -83,7 +83,7 @@ class WeaviateStore:
             raise StoreError(f"Weaviate at {self.url} failed: {_one_line(exc)}") from exc
 
     def _connect(self, section: WeaviateOptions) -> weaviate.WeaviateClient:
-        key = section.api_key or os.environ.get("WEAVIATE_API_KEY")
+        key = section.api_key or envs.WEAVIATE_API_KEY
         timeout = Timeout(init=section.timeout_s, query=section.timeout_s, insert=section.timeout_s)
         try:
             with self._calls():
