@@ -15,7 +15,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from retro_vllm import envs
+import retro_vllm.envs as envs
 from retro_vllm.retrieval.stores import qdrant_common
 from retro_vllm.retrieval.stores.base import Filters, StoreError
 from retro_vllm.retrieval.stores.qdrant_options import QdrantOptions

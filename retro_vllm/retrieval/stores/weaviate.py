@@ -30,7 +30,7 @@ from weaviate.exceptions import (
     WeaviateTimeoutError,
 )
 
-from retro_vllm import envs
+import retro_vllm.envs as envs
 from retro_vllm.retrieval.stores.base import Filters, StoreError, matches
 from retro_vllm.retrieval.stores.weaviate_options import WeaviateOptions
 from retro_vllm.retrieval.stores.weaviate_schema import (
