@@ -95,10 +95,14 @@ def retro_config(tmp_path_factory, model_path) -> Path:
     import yaml
 
     from retro_vllm.config import write_demo_config
+    from retro_vllm.retrieval.stores.faiss_options import FaissOptions
 
     path = write_demo_config(tmp_path_factory.mktemp("retro-home"), model_path)
     raw = yaml.safe_load(path.read_text())
     raw["retrieval"]["timeout_s"] = 2.0  # the hung-store test waits this long
+    # FAISS with faults on demand (tests/support/faults.py), plugged in as a store of one's own.
+    raw["retrieval"]["backend"] = "tests.support.faults:FaultInjectingFaissStore"
+    raw["retrieval"]["options"] = FaissOptions.model_validate(raw["retrieval"].pop("faiss", None) or {}).model_dump()
     path.write_text(yaml.safe_dump(raw))
     return path
 
