@@ -23,7 +23,7 @@ def register() -> None:
         return
     _registered = True
     if "serve" in sys.argv[1:2]:  # `vllm serve ... --plugin retro`: runs before vLLM parses argv
-        from retro_vllm.vllm_cli import apply
+        from retro_vllm.launch.vllm_cli import apply
 
         apply()
     try:

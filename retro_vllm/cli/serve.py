@@ -21,7 +21,7 @@ HELP = (
 
 
 def serve(ctx: typer.Context, config_path: Optional[Path] = CONFIG_OPTION) -> None:
-    from retro_vllm.launch import engine_flags, given_flags, plugin_env
+    from retro_vllm.launch.flags import engine_flags, given_flags, plugin_env
     from retro_vllm.prepare import PrepareError, prepare_index, prepare_model, prepare_served_model, seed_adapters
 
     config = load(config_path)
@@ -56,8 +56,8 @@ def serve(ctx: typer.Context, config_path: Optional[Path] = CONFIG_OPTION) -> No
     env.update(plugin_env(config, args), VLLM_PLUGINS="retro", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
     # vLLM's API server, minus the scipy and scikit-learn it would load without using them
-    # (retro_vllm/api_server.py). The `vllm` console script of vllm-cpu crashes on a version lookup.
-    command = [sys.executable, "-m", "retro_vllm.api_server", *args]
+    # (retro_vllm/launch/api_server.py). The `vllm` console script of vllm-cpu crashes on a version lookup.
+    command = [sys.executable, "-m", "retro_vllm.launch.api_server", *args]
     typer.secho("retro-vllm: starting vLLM: " + " ".join(command[1:]), err=True)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,4 +1,4 @@
-"""`python -m retro_vllm.api_server`: vLLM's API server without the scipy and scikit-learn that
+"""`python -m retro_vllm.launch.api_server`: vLLM's API server without the scipy and scikit-learn that
 transformers and vLLM import at start-up when installed. Each case runs in a fresh interpreter:
 what is imported is process-wide."""
 
@@ -22,7 +22,7 @@ def run(code: str, *args: str, timeout: float = 300) -> str:
 def test_transformers_modeling_code_imports_scipy_and_sklearn_only_when_not_hidden(hide):
     loaded = run("""
         import sys
-        from retro_vllm.api_server import hide_from_transformers
+        from retro_vllm.launch.api_server import hide_from_transformers
         if sys.argv[1] == "True":
             assert hide_from_transformers()
         import transformers.loss.loss_utils, transformers.generation.candidate_generator
@@ -35,7 +35,7 @@ def test_transformers_modeling_code_imports_scipy_and_sklearn_only_when_not_hidd
 def test_a_forked_child_gets_transformers_real_answers_back():
     out = run("""
         import os
-        from retro_vllm.api_server import hide_from_transformers
+        from retro_vllm.launch.api_server import hide_from_transformers
         from transformers.utils import import_utils
         hide_from_transformers()
         hide_from_transformers()  # idempotent: a second call does not wrap the wrapper
@@ -55,7 +55,7 @@ def test_a_forked_child_gets_transformers_real_answers_back():
 def test_a_deferred_module_loads_on_first_attribute_not_on_import_or_inspection():
     out = run("""
         import inspect, sys
-        from retro_vllm.api_server import load_on_first_use
+        from retro_vllm.launch.api_server import load_on_first_use
         assert load_on_first_use("scipy.signal")
         assert not load_on_first_use("scipy.signal")  # already registered
         assert not load_on_first_use("no_such_module_here")
@@ -72,9 +72,9 @@ def test_a_deferred_module_loads_on_first_attribute_not_on_import_or_inspection(
 def test_the_launcher_is_vllms_api_server():
     help_text = run("""
         import runpy, sys
-        sys.argv = ["retro_vllm.api_server", "--help"]
+        sys.argv = ["retro_vllm.launch.api_server", "--help"]
         try:
-            runpy.run_module("retro_vllm.api_server", run_name="__main__")
+            runpy.run_module("retro_vllm.launch.api_server", run_name="__main__")
         except SystemExit as exit:
             assert exit.code in (0, None), exit.code
         print("scipy.signal._signaltools" in sys.modules, "sklearn" in sys.modules)

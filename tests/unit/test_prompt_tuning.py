@@ -10,7 +10,7 @@ import torch
 
 from retro_vllm.adapters.prompt_tuning import PromptAdapterError, SoftPrompt
 from retro_vllm.config import RetroConfig
-from retro_vllm.launch import engine_flags
+from retro_vllm.launch.flags import engine_flags
 from retro_vllm.rag.errors import RetroHTTPError
 from retro_vllm.rag.prompt_adapters import (
     VIRTUAL_TOKEN_ID,

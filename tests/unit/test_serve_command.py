@@ -66,4 +66,4 @@ def test_checkpoint_when_configured_or_when_the_user_picks_a_load_format(launch,
 
 def test_serve_starts_vllms_api_server_through_the_lean_launcher(launch):
     command = launch({})
-    assert command[1:3] == ["-m", "retro_vllm.api_server"]
+    assert command[1:3] == ["-m", "retro_vllm.launch.api_server"]

@@ -1,6 +1,6 @@
 import pytest
 
-from retro_vllm.vllm_cli import asks_for_retro, rewrite, split_retro_flags
+from retro_vllm.launch.vllm_cli import asks_for_retro, rewrite, split_retro_flags
 
 
 def test_only_vllm_serve_with_the_plugin_flag_is_touched():

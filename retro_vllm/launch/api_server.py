@@ -13,7 +13,7 @@ environment vs 578 MB in a stock one). So before vLLM starts, this process
 - registers scipy.signal as a lazy module, loaded on its first use.
 A process forked from this one gets transformers' real answers back.
 
-    python -m retro_vllm.api_server ARGS...   # the same arguments as vLLM's api_server
+    python -m retro_vllm.launch.api_server ARGS...   # the same arguments as vLLM's api_server
 """
 
 from __future__ import annotations

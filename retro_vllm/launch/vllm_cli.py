@@ -51,7 +51,7 @@ def split_retro_flags(argv: list[str]) -> tuple[list[str], list[str], Path | Non
 def rewrite(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     """The argv vLLM should parse and the environment to set."""
     from retro_vllm.config import load_config
-    from retro_vllm.launch import engine_flags, given_flags, plugin_env
+    from retro_vllm.launch.flags import engine_flags, given_flags, plugin_env
 
     rest, plugins, config_path = split_retro_flags(argv)
     unknown = [p for p in plugins if p != "retro"]
