@@ -1,0 +1,28 @@
+"""Prefix tuning: trained keys and values put before the prompt's at every layer.
+
+    settings  virtual_tokens
+    training  the shared loop, nothing of its own
+    served    refused: vLLM has no faithful path for per-layer K/V prefixes (prompt embeddings
+              enter at the first layer only; see docs/prefix-tuning.md), so it trains but is
+              never registered
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from retro_vllm.adapters.methods.base import AdapterMethod
+
+
+class PrefixTuning(AdapterMethod):
+    name, peft_type, served_as = "prefix", "PREFIX_TUNING", "refused"
+    learning_rate, fields = 1e-2, frozenset({"virtual_tokens"})
+
+    # -- training ---------------------------------------------------------------------
+    def peft_config(self, settings, *, total_steps: int, model_config: dict[str, Any]):
+        from peft import PrefixTuningConfig
+
+        return PrefixTuningConfig(num_virtual_tokens=settings.virtual_tokens, task_type="CAUSAL_LM")
+
+
+METHOD = PrefixTuning()
