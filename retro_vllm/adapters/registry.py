@@ -25,9 +25,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from retro_vllm.adapters.convert import (
-    CONFIG, PREFIX_TUNING_DOC, VLLM_MAX_RANK, WEIGHTS, ConversionError, LoraAdapter, convert_adalora,
-    convert_ia3, peft_type, read_tensors,
+    CONFIG, VLLM_MAX_RANK, WEIGHTS, ConversionError, LoraAdapter, peft_type, read_tensors,
 )
+from retro_vllm.adapters.methods import PEFT_TYPES
+from retro_vllm.adapters.methods.prefix import PREFIX_TUNING_DOC
 from retro_vllm.fsutil import folder_lock, replace_text
 
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -405,7 +406,7 @@ def prepare(source: Path, base_model_path: Path | None, *, claimed_type: str | N
     if unsupported:
         raise ValueError(f"target module(s) {', '.join(unsupported)} are not served by vLLM's LoRA for this model "
                          f"(supported: {', '.join(SUPPORTED_TARGETS)})")
-    converted = convert_adalora(config, tensors) if kind == "ADALORA" else convert_ia3(config, tensors, base_model_path)
+    converted = PEFT_TYPES[kind].to_lora(config, tensors, base_model_path)
     rank, targets = check_lora(converted.tensors, converted.config, base)
     facts.update(converted.method)
     return Prepared(type=method_type, rank=rank, alpha=int(converted.config["lora_alpha"]), targets=targets,

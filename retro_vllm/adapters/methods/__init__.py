@@ -22,11 +22,12 @@ from retro_vllm.adapters.methods import adalora, ia3, lora, prefix, prompt
 from retro_vllm.adapters.methods.base import AdapterMethod, MethodError, ServedAs
 from retro_vllm.adapters.methods.config import VLLM_MAX_LORA_RANK, Method, TrainingConfig
 
-__all__ = ["AdapterMethod", "DEFAULT_LEARNING_RATE", "METHODS", "Method", "MethodError", "ServedAs",
+__all__ = ["AdapterMethod", "DEFAULT_LEARNING_RATE", "METHODS", "Method", "MethodError", "PEFT_TYPES", "ServedAs",
            "TrainingConfig", "VLLM_MAX_LORA_RANK", "build_peft_config"]
 
 METHODS: dict[str, AdapterMethod] = {m.name: m for m in (lora.METHOD, adalora.METHOD, ia3.METHOD, prompt.METHOD,
                                                            prefix.METHOD)}
+PEFT_TYPES: dict[str, AdapterMethod] = {m.peft_type: m for m in METHODS.values()}  # adapter_config.json's
 DEFAULT_LEARNING_RATE = {name: method.learning_rate for name, method in METHODS.items()}
 
 

@@ -13,7 +13,10 @@ members that need them.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from retro_vllm.adapters.convert import ConversionError, LoraAdapter
 
 if TYPE_CHECKING:
     from retro_vllm.adapters.methods.config import TrainingConfig
@@ -85,3 +88,11 @@ class AdapterMethod(Protocol):
 
     def restore_trainer_state(self, model: Any, saved: Any) -> None:
         """Put back what `trainer_state` saved, when a run resumes. By default nothing."""
+
+    # -- conversion -------------------------------------------------------------------
+    def to_lora(self, config: dict[str, Any], tensors: dict[str, Any], base_model_path: Path | None) -> LoraAdapter:
+        """The plain LoRA that serves this adapter exactly, in memory (float32), from its
+        adapter_config.json (`config`) and weights (`tensors`); `base_model_path` is the base
+        model's folder, for a conversion that reads the base weights (or None). Raises
+        ConversionError saying which part cannot be a LoRA and why. By default: no conversion."""
+        raise ConversionError(f"no LoRA conversion for peft_type {self.peft_type}")

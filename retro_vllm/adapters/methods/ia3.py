@@ -9,10 +9,19 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
+import torch
+
+from retro_vllm.adapters.convert import (
+    PREFIX, VLLM_MAX_RANK, ConversionError, LoraAdapter, common_checks, leaf, lora_config, pad_to_rank,
+)
 from retro_vllm.adapters.methods.base import AdapterMethod, MethodError
 from retro_vllm.adapters.methods.config import VLLM_MAX_LORA_RANK
+
+IA3_KEY = re.compile(r"^(?P<module>.+)\.ia3_l(?:\.weight)?$")
 
 
 class IA3(AdapterMethod):
@@ -26,6 +35,11 @@ class IA3(AdapterMethod):
         check_ia3_targets(settings.ia3_targets, model_config)
         # feedforward_modules scale a module's input; none of the servable targets is one.
         return IA3Config(target_modules=list(settings.ia3_targets), feedforward_modules=[], task_type="CAUSAL_LM")
+
+    # -- conversion -------------------------------------------------------------------
+    def to_lora(self, config: dict[str, Any], tensors: dict[str, torch.Tensor],
+                base_model_path: Path | None) -> LoraAdapter:
+        return convert_ia3(config, tensors, base_model_path)
 
 
 def projection_shapes(model_config: dict[str, Any]) -> dict[str, tuple[int, int]]:
@@ -54,6 +68,87 @@ def check_ia3_targets(targets: list[str], model_config: dict[str, Any]) -> None:
         servable = [t for t in shapes if min(shapes[t]) <= VLLM_MAX_LORA_RANK]
         raise MethodError(f"IA3 on {shown} cannot be served: vLLM carries IA3 as an exact LoRA and its rank limit "
                           f"is {VLLM_MAX_LORA_RANK}; use --ia3-targets {','.join(servable) or '(none fit)'}")
+
+
+class BaseWeights:
+    """Reads single tensors from a model folder's safetensors files (sharded or not), without
+    loading the model."""
+
+    def __init__(self, folder: Path):
+        from safetensors import safe_open
+
+        self.folder = Path(folder)
+        self._where: dict[str, Path] = {}
+        files = sorted(self.folder.glob("*.safetensors"))
+        if not files:
+            raise ConversionError(f"no *.safetensors weights in the base model folder {self.folder}")
+        for path in files:
+            with safe_open(str(path), "pt") as handle:
+                self._where.update({key: path for key in handle.keys()})
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._where
+
+    def get(self, key: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        if key not in self._where:
+            raise ConversionError(f"the base model in {self.folder} has no tensor {key!r}: the adapter was "
+                                  "trained for another model")
+        with safe_open(str(self._where[key]), "pt") as handle:
+            return handle.get_tensor(key)
+
+
+def convert_ia3(config: dict[str, Any], tensors: dict[str, torch.Tensor], base_model_path: Path | None,
+                max_rank: int = VLLM_MAX_RANK) -> LoraAdapter:
+    common_checks(config, "IA3")
+    scales: dict[str, torch.Tensor] = {}
+    for key, tensor in tensors.items():
+        match = IA3_KEY.match(key)
+        if not match:
+            raise ConversionError(f"IA3 weights hold an unexpected tensor {key!r}")
+        scales[match.group("module")] = tensor.to(torch.float32)
+    if base_model_path is None:
+        raise ConversionError("IA3 is served as a LoRA built from the base model's weights: register it with "
+                              "base_model_path set to the base model's folder")
+    base = BaseWeights(base_model_path)
+    out: dict[str, torch.Tensor] = {}
+    too_wide: dict[str, str] = {}
+    for module, scale in sorted(scales.items()):
+        name = module.removeprefix(PREFIX)
+        weight = base.get(f"{name}.weight").to(torch.float32)
+        feedforward = scale.shape[0] == 1 and scale.shape[-1] == weight.shape[1] != 1
+        delta = scale.reshape(-1) - 1
+        if delta.shape[0] != weight.shape[1 if feedforward else 0]:
+            raise ConversionError(f"IA3 on {name}: {delta.shape[0]} scales do not fit the base layer "
+                                  f"{tuple(weight.shape)} (trained for another model)")
+        if not feedforward and f"{name}.bias" in base:
+            # (W x + b) * l - W x - b = (l - 1) W x + (l - 1) b: the bias part is no LoRA.
+            raise ConversionError(f"IA3 on {name}: the base layer has a bias, so its IA3 update is not a LoRA")
+        rank = min(weight.shape)
+        if rank > max_rank:
+            how = "feed-forward, scales its input" if feedforward else "scales its output"
+            too_wide[leaf(name)] = f"{leaf(name)} ({how}: rank {rank} = min{tuple(weight.shape)})"
+            continue
+        # dW = diag(l - 1) W (output scaled) or W diag(l - 1) (input scaled); B A with the smaller side as rank.
+        scaled = delta.unsqueeze(1) * weight if not feedforward else weight * delta.unsqueeze(0)
+        if weight.shape[0] <= weight.shape[1]:
+            b = torch.diag(delta) if not feedforward else torch.eye(weight.shape[0])
+            a = weight.clone() if not feedforward else scaled
+        else:
+            b = scaled if not feedforward else weight.clone()
+            a = torch.eye(weight.shape[1]) if not feedforward else torch.diag(delta)
+        out[f"{module}.lora_A.weight"] = a
+        out[f"{module}.lora_B.weight"] = b
+    if too_wide:
+        raise ConversionError(
+            f"IA3 on {'; '.join(too_wide.values())} has no exact LoRA within vLLM's rank limit of {max_rank}. "
+            "Train IA3 on k_proj/v_proj only (no feedforward_modules), which serves as an exact rank-192 LoRA.")
+    rank = max(t.shape[0] for k, t in out.items() if k.endswith("lora_A.weight"))
+    targets = sorted({leaf(m) for m in scales})
+    method = {"peft_type": "IA3", "served_as": "lora", "exact": True, "ia3_targets": targets,
+              "feedforward_modules": config.get("feedforward_modules") or []}
+    return LoraAdapter(pad_to_rank(out, rank), lora_config(rank, targets, config), method)
 
 
 METHOD = IA3()

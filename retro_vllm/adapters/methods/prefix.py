@@ -9,9 +9,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from retro_vllm.adapters.convert import ConversionError, LoraAdapter
 from retro_vllm.adapters.methods.base import AdapterMethod
+
+PREFIX_TUNING_DOC = "docs/prefix-tuning.md"
 
 
 class PrefixTuning(AdapterMethod):
@@ -23,6 +27,10 @@ class PrefixTuning(AdapterMethod):
         from peft import PrefixTuningConfig
 
         return PrefixTuningConfig(num_virtual_tokens=settings.virtual_tokens, task_type="CAUSAL_LM")
+
+    # -- conversion -------------------------------------------------------------------
+    def to_lora(self, config: dict[str, Any], tensors: dict[str, Any], base_model_path: Path | None) -> LoraAdapter:
+        raise ConversionError(f"prefix tuning has no faithful vLLM serving path (see {PREFIX_TUNING_DOC})")
 
 
 METHOD = PrefixTuning()
