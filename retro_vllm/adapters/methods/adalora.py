@@ -6,6 +6,7 @@ least during training.
     training  the allocator prunes after each optimizer step on a schedule laid out over the
               whole run (so a checkpoint resumes only a run of the same length), and its state
               is saved in each checkpoint
+    checks    its targets are served ones, and the LoRA it folds into passes LoRA's checks
     served    in a LoRA slot: registration folds it into plain LoRA (E and the scale folded
               into A and B, the pruned ranks dropped)
 """
@@ -21,12 +22,12 @@ import torch
 from retro_vllm.adapters.convert import (
     PREFIX, ConversionError, LoraAdapter, common_checks, leaf, lora_config, pad_to_rank,
 )
-from retro_vllm.adapters.methods.base import AdapterMethod, MethodError
+from retro_vllm.adapters.methods.base import ConvertedToLoRA, MethodError
 
 ADALORA_KEY = re.compile(r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_E)(?:\.weight)?$")
 
 
-class AdaLoRA(AdapterMethod):
+class AdaLoRA(ConvertedToLoRA):  # registration and serving: those of its LoRA
     name, peft_type, served_as = "adalora", "ADALORA", "lora"
     learning_rate, fields = 1e-3, frozenset({"init_r", "target_r", "alpha", "dropout", "targets"})
 

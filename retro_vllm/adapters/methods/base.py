@@ -16,10 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from retro_vllm.adapters.checks import Prepared, check_lora, check_stored_lora, check_targets_served, read_source
 from retro_vllm.adapters.convert import ConversionError, LoraAdapter
 
 if TYPE_CHECKING:
     from retro_vllm.adapters.methods.config import TrainingConfig
+    from retro_vllm.adapters.registry import AdapterManifest
 
 ServedAs = Literal["lora", "prompt_embeds", "refused"]
 """How a registered adapter reaches the engine: "lora" in a vLLM LoRA slot (a plain LoRA, or
@@ -96,3 +98,40 @@ class AdapterMethod(Protocol):
         model's folder, for a conversion that reads the base weights (or None). Raises
         ConversionError saying which part cannot be a LoRA and why. By default: no conversion."""
         raise ConversionError(f"no LoRA conversion for peft_type {self.peft_type}")
+
+    # -- registration -----------------------------------------------------------------
+    def prepare(self, source: Path, config: dict[str, Any], base_model_path: Path | None) -> Prepared:
+        """Check the peft folder `source` of this method (its adapter_config.json already read
+        into `config`): its weights against its config and, with `base_model_path`, against
+        the base model; then convert it to what is served. Nothing is written: the registry
+        writes `Prepared` into its staging folder. `Prepared.method` holds the method's own
+        facts for the manifest (`served_as` first). Raises ValueError (ConversionError is one)
+        with one line saying what is wrong."""
+        ...
+
+    # -- serving ----------------------------------------------------------------------
+    def check_stored(self, manifest: AdapterManifest, config: dict[str, Any]) -> None:
+        """At every load (AdapterRegistry.verify), after the files' checksums: the stored
+        adapter_config.json (`config`) is what the manifest says was registered. Raises
+        ValueError with one line, which the registry prefixes with the adapter's name."""
+        ...
+
+
+class ConvertedToLoRA(AdapterMethod):
+    """A method served in a LoRA slot as the plain LoRA `to_lora` converts it to (AdaLoRA, IA3):
+    registration checks the targets it names, converts, and holds the LoRA to every check a
+    plain one passes; the stored folder is that LoRA."""
+
+    served_as: ServedAs = "lora"
+
+    def prepare(self, source: Path, config: dict[str, Any], base_model_path: Path | None) -> Prepared:
+        base, tensors = read_source(source, base_model_path)
+        if isinstance(config.get("target_modules"), list):
+            check_targets_served(config.get("target_modules") or [])
+        converted = self.to_lora(config, tensors, base_model_path)
+        rank, targets = check_lora(converted.tensors, converted.config, base)
+        return Prepared(type=self.name, rank=rank, alpha=int(converted.config["lora_alpha"]), targets=targets,
+                        method=dict(converted.method), converted=converted)
+
+    def check_stored(self, manifest: AdapterManifest, config: dict[str, Any]) -> None:
+        check_stored_lora(manifest, config)

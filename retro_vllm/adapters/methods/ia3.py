@@ -3,6 +3,7 @@
     settings  ia3_targets: only modules where (diag(l) - I) W is a LoRA within vLLM's rank
               limit; for SmolLM2-135M that is k_proj and v_proj (rank 192)
     training  the shared loop, nothing of its own
+    checks    its targets are served ones, and the LoRA it turns into passes LoRA's checks
     served    in a LoRA slot: registration turns it into the exact LoRA it is, from the base
               model's weights
 """
@@ -18,13 +19,13 @@ import torch
 from retro_vllm.adapters.convert import (
     PREFIX, VLLM_MAX_RANK, ConversionError, LoraAdapter, common_checks, leaf, lora_config, pad_to_rank,
 )
-from retro_vllm.adapters.methods.base import AdapterMethod, MethodError
+from retro_vllm.adapters.methods.base import ConvertedToLoRA, MethodError
 from retro_vllm.adapters.methods.config import VLLM_MAX_LORA_RANK
 
 IA3_KEY = re.compile(r"^(?P<module>.+)\.ia3_l(?:\.weight)?$")
 
 
-class IA3(AdapterMethod):
+class IA3(ConvertedToLoRA):  # registration and serving: those of its LoRA
     name, peft_type, served_as = "ia3", "IA3", "lora"
     learning_rate, fields = 1e-2, frozenset({"ia3_targets"})
 

@@ -2,6 +2,7 @@
 
     settings  virtual_tokens
     training  the shared loop, nothing of its own
+    checks    none: registration refuses it before reading anything
     served    refused: vLLM has no faithful path for per-layer K/V prefixes (prompt embeddings
               enter at the first layer only; see docs/prefix-tuning.md), so it trains but is
               never registered
@@ -27,6 +28,15 @@ class PrefixTuning(AdapterMethod):
         from peft import PrefixTuningConfig
 
         return PrefixTuningConfig(num_virtual_tokens=settings.virtual_tokens, task_type="CAUSAL_LM")
+
+    # -- registration -----------------------------------------------------------------
+    def prepare(self, source: Path, config: dict[str, Any], base_model_path: Path | None):
+        raise ValueError("prefix tuning has no faithful vLLM serving path: prompt embeddings enter at the first layer "
+                         f"only, prefix tuning sets keys and values at every layer (see {PREFIX_TUNING_DOC})")
+
+    # -- serving ----------------------------------------------------------------------
+    def check_stored(self, manifest, config: dict[str, Any]) -> None:
+        raise ValueError(f"prefix tuning is never registered (see {PREFIX_TUNING_DOC})")
 
     # -- conversion -------------------------------------------------------------------
     def to_lora(self, config: dict[str, Any], tensors: dict[str, Any], base_model_path: Path | None) -> LoraAdapter:
