@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 ServedAs = Literal["lora", "prompt_embeds", "refused"]
 """How a registered adapter reaches the engine: "lora" in a vLLM LoRA slot (a plain LoRA, or
 one it is converted to at registration); "prompt_embeds", its soft prompt put before the prompt
-as prompt embeddings (server/prompt_adapters.py); "refused", never registered at all."""
+as prompt embeddings (the API server's prompt_adapters.py); "refused", never registered."""
 
 
 class MethodError(ValueError):
