@@ -105,8 +105,8 @@ class AdapterMethod(Protocol):
         into `config`): its weights against its config and, with `base_model_path`, against
         the base model; then convert it to what is served. Nothing is written: the registry
         writes `Prepared` into its staging folder. `Prepared.method` holds the method's own
-        facts for the manifest (`served_as` first). Raises ValueError (ConversionError is one)
-        with one line saying what is wrong."""
+        facts for the manifest (`served_as`, `exact`, ...). Raises ValueError (ConversionError
+        is one) with one line saying what is wrong."""
         ...
 
     # -- serving ----------------------------------------------------------------------
