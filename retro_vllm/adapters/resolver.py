@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from retro_vllm.adapters.catalog import AdapterCatalog
+from retro_vllm.adapters.methods import METHODS
 from retro_vllm.adapters.registry import AdapterError, AdapterRegistry
 from retro_vllm.compat.lora import LoRARequest, LoRAResolver, LoRAResolverRegistry
 
@@ -39,8 +40,10 @@ class RegistryLoRAResolver(LoRAResolver):
             # Never fail vLLM's request path from here: another resolver may know the name.
             logger.warning("retro resolver: %s", exc)
             return None
-        if manifest.type == "prompt":  # a soft prompt, served through prompt embeddings, never a LoRA slot
-            logger.warning("retro resolver: %s is a prompt-tuning adapter; it is not a LoRA", lora_name)
+        method = METHODS[manifest.type]  # known: the catalog verified the manifest
+        if not method.uses_lora_slot:  # e.g. a soft prompt, served through prompt embeddings
+            logger.warning("retro resolver: %s is a %s adapter, served as %s; it is not a LoRA", lora_name,
+                           method.name, method.served_as)
             return None
         # The id is overwritten by vLLM's per-process counter; the name must stay the one asked for.
         return LoRARequest(lora_name=lora_name, lora_int_id=1, lora_path=str(folder))

@@ -1,11 +1,12 @@
 """Adapter fine-tuning with peft on retrieval-augmented examples (CPU, seeded, resumable).
 
-Every method (methods.py) trains on the same examples with the same loop. A run is a function
+Every method (methods/) trains on the same examples with the same loop; a method adds its
+own steps through its hooks (`AdapterMethod.after_step`, `trainer_state`). A run is a function
 of its settings and data: the examples of epoch e are drawn from Random(seed * 1000 + e) and
 the initialisation from torch's seeded RNG, so the same seed and data give bitwise-identical
 weights. With a checkpoint folder the loop saves the adapter, optimizer, step, torch RNG state
-and AdaLoRA's rank allocator every N steps; resuming restores them and continues on the batch
-where the run stopped, ending with the weights an uninterrupted run has.
+and the method's own state (AdaLoRA's rank allocator) every N steps; resuming restores them and
+continues on the batch where the run stopped, ending with the weights an uninterrupted run has.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from retro_vllm.adapters.examples import Candidates, build_example
-from retro_vllm.adapters.methods import TrainingConfig, build_peft_config
+from retro_vllm.adapters.methods import METHODS, TrainingConfig, build_peft_config
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +83,11 @@ def total_steps(examples: int, settings: TrainingConfig) -> int:
 
 def _fingerprint(settings: TrainingConfig, candidates: list[Candidates], total: int) -> dict[str, Any]:
     """What a checkpoint must share with the run resuming it. The step budget may grow (train
-    2 steps, resume to 4), except for AdaLoRA, whose pruning schedule is laid out over it."""
+    2 steps, resume to 4), unless the method says otherwise (AdaLoRA, whose pruning schedule is
+    laid out over it)."""
     out = {**settings.record(), "data": data_hash(candidates)}
     del out["max_steps"], out["epochs"]
-    if settings.method == "adalora":
-        out["total_steps"] = total
+    out.update(METHODS[settings.method].fingerprint(total))
     return out
 
 
@@ -120,7 +121,7 @@ def train_adapter(model_path: Path, candidates: list[Candidates], *, preamble: s
     model.train()
     trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW(list(trainable.values()), lr=settings.learning_rate)
-    adalora = settings.method == "adalora"
+    method = METHODS[settings.method]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     result = TrainResult(examples=len(candidates))
@@ -130,8 +131,7 @@ def train_adapter(model_path: Path, candidates: list[Candidates], *, preamble: s
                 trainable[name].copy_(tensor.to(torch_device))
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
-        if adalora:
-            _set_allocator_state(model, state["adalora"])
+        method.restore_trainer_state(model, state["adalora"])
         result.losses = list(state["losses"])
         result.steps = result.resumed_from = int(state["step"])
 
@@ -154,10 +154,7 @@ def train_adapter(model_path: Path, candidates: list[Candidates], *, preamble: s
                 loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
             loss.backward()
             optimizer.step()
-            if adalora:
-                # peft: after the optimizer step, before zero_grad (it reads the gradients), with
-                # the step counted from 0 (the final allocation happens at total - tfinal).
-                model.base_model.update_and_allocate(result.steps)
+            method.after_step(model, result.steps)  # before zero_grad: AdaLoRA reads the gradients
             optimizer.zero_grad(set_to_none=True)
             result.steps += 1
             result.losses.append(float(loss.detach()))
@@ -168,25 +165,12 @@ def train_adapter(model_path: Path, candidates: list[Candidates], *, preamble: s
                     "step": result.steps, "fingerprint": fingerprint, "losses": result.losses,
                     "params": {name: p.detach().clone() for name, p in trainable.items()},
                     "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "adalora": _allocator_state(model) if adalora else None,
+                    # the method's own state; the key keeps the name checkpoints were first written with
+                    "adalora": method.trainer_state(model),
                 })
     result.seconds = time.perf_counter() - start
     model.save_pretrained(str(output_dir), safe_serialization=True)
     return result
-
-
-def _allocator_state(model) -> dict[str, Any]:
-    allocator = model.base_model.rankallocator
-    return {"ipt": dict(allocator.ipt), "exp_avg_ipt": dict(allocator.exp_avg_ipt),
-            "exp_avg_unc": dict(allocator.exp_avg_unc),
-            "rank_pattern": model.peft_config[model.active_adapter].rank_pattern}
-
-
-def _set_allocator_state(model, saved: dict[str, Any]) -> None:
-    allocator = model.base_model.rankallocator
-    allocator.ipt, allocator.exp_avg_ipt, allocator.exp_avg_unc = (
-        dict(saved["ipt"]), dict(saved["exp_avg_ipt"]), dict(saved["exp_avg_unc"]))
-    model.peft_config[model.active_adapter].rank_pattern = saved["rank_pattern"]
 
 
 # -- checkpoints ------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from retro_vllm.adapters.examples import Candidates, build_example
-from retro_vllm.evaluation.citations import token_f1
-from retro_vllm.rag.cite import MARKER
+from retro_vllm.decoding.markers import MARKER
+from retro_vllm.scoring import token_f1
 
 RULE = "adapter loss < base loss and adapter f1 + valid_citations >= base f1 + valid_citations"
 

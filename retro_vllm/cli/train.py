@@ -64,9 +64,9 @@ def train(
         fail(f"--type {method!r}: choose from {', '.join(METHODS)}")
     if resume and checkpoint_dir is None:
         fail("--resume needs --checkpoint-dir")
-    if method == "prefix" and register:
-        fail("prefix tuning trains but cannot be registered: vLLM has no faithful serving path for its "
-             "per-layer K/V prefixes; train it with --no-register --output DIR")
+    if register and not METHODS[method].registrable:
+        fail(f"{method} tuning trains but cannot be registered: vLLM has no faithful serving path for it "
+             "(its per-layer K/V prefixes); train it with --no-register --output DIR")
     config = load(config_path)
     if config.domain(domain) is None:
         fail(f"unknown domain {domain!r}; configured: {', '.join(config.domain_names)}")

@@ -2,7 +2,7 @@
 
 Between rendering a request into engine inputs and handing them to the engine, a caller may
 rewrite each engine input (prompt-tuning adapters put their soft prompt in front there; see
-`retro_vllm.server.prompt_adapters`). The wrapped methods are vLLM internals
+`retro_vllm.rag.prompt_adapters`). The wrapped methods are vLLM internals
 (0.32: `OpenAIServingChat.render_chat_request`, `OpenAIServingCompletion.render_completion_request`);
 they are named only here.
 """

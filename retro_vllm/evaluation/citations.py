@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,8 @@ import httpx
 from tqdm.auto import tqdm
 
 from retro_vllm.decoding.attribution import words
-from retro_vllm.rag.cite import MARKER
+from retro_vllm.decoding.markers import MARKER
+from retro_vllm.scoring import token_f1
 
 
 @dataclass
@@ -35,16 +35,6 @@ class Outcome:
     invalid_markers: int = 0  # of those, naming no supplied passage
     answer_f1: float | None = None  # token F1 against the reference answer, markers removed
     cited_overlap: float | None = None  # share of the answer's tokens found in the passages it cites
-
-
-def token_f1(prediction: str, reference: str) -> float:
-    """SQuAD-style token F1 (lowercase, no punctuation or articles)."""
-    predicted, expected = words(prediction), words(reference)
-    common = sum((Counter(predicted) & Counter(expected)).values())
-    if not predicted or not expected or not common:
-        return 0.0
-    precision, recall = common / len(predicted), common / len(expected)
-    return 2 * precision * recall / (precision + recall)
 
 
 def overlap(answer: str, sources: list[str]) -> float | None:

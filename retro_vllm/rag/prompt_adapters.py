@@ -25,14 +25,14 @@ from typing import Any
 
 import torch
 
-from retro_vllm.adapters.prompt_tuning import PromptAdapterError, SoftPrompt
+from retro_vllm.adapters.methods import METHODS
+from retro_vllm.adapters.methods.prompt import PromptAdapterError, SoftPrompt
 from retro_vllm.adapters.registry import AdapterManifest
 from retro_vllm.compat import renderers
 from retro_vllm.rag.errors import RetroHTTPError
 
 logger = logging.getLogger(__name__)
 
-PROMPT_TYPE = "prompt"  # AdapterManifest.type of a prompt-tuning adapter
 # vLLM zeroes the token ids at embedding positions itself (v1/request.py); the same here.
 VIRTUAL_TOKEN_ID = 0
 _CACHE_SIZE = 64
@@ -41,7 +41,7 @@ _ACTIVE: ContextVar[SoftPrompt | None] = ContextVar("retro_soft_prompt", default
 
 
 def is_prompt_adapter(manifest: AdapterManifest | None) -> bool:
-    return manifest is not None and manifest.type == PROMPT_TYPE
+    return manifest is not None and METHODS[manifest.type].served_as == "prompt_embeds"
 
 
 class PromptAdapters:

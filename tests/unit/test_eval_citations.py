@@ -1,4 +1,5 @@
-from retro_vllm.evaluation.citations import Outcome, overlap, table, token_f1
+from retro_vllm.evaluation.citations import Outcome, overlap, table
+from retro_vllm.scoring import token_f1
 
 
 def test_token_f1_ignores_markers_case_and_articles():

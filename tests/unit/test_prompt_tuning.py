@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from retro_vllm.adapters.prompt_tuning import PromptAdapterError, SoftPrompt
+from retro_vllm.adapters.methods.prompt import PromptAdapterError, SoftPrompt
 from retro_vllm.config import RetroConfig
 from retro_vllm.launch.flags import engine_flags
 from retro_vllm.rag.errors import RetroHTTPError

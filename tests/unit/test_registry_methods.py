@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from retro_vllm.adapters.registry import AdapterError, AdapterRegistry, sha256_file
+from retro_vllm.adapters.checks import sha256_file
+from retro_vllm.adapters.registry import AdapterError, AdapterRegistry
 from tests.unit.test_registry import SHAPES, TINY, lora_tensors, peft_folder
 
 

@@ -5,14 +5,9 @@ import pytest
 import torch
 from peft import PeftType
 
-from retro_vllm.adapters.methods import (
-    METHODS,
-    MethodError,
-    TrainingConfig,
-    adalora_schedule,
-    build_peft_config,
-    check_ia3_targets,
-)
+from retro_vllm.adapters.methods import METHODS, MethodError, TrainingConfig, build_peft_config
+from retro_vllm.adapters.methods.adalora import adalora_schedule
+from retro_vllm.adapters.methods.ia3 import check_ia3_targets
 from retro_vllm.adapters.train_lora import (
     CheckpointError,
     checkpoints,

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from retro_vllm.adapters.examples import Candidates, QARecord
 from retro_vllm.adapters.validate import Figures, Validation, citation_valid, gate, is_better, passage_count
 from retro_vllm.cli import app
-from retro_vllm.evaluation.citations import token_f1
 from retro_vllm.retrieval.types import Chunk, ScoredChunk
+from retro_vllm.scoring import token_f1
 
 DEMO_ADAPTER = Path(__file__).resolve().parents[2] / "retro_vllm" / "demo" / "adapters" / "cooking"
 
