@@ -79,8 +79,19 @@ def test_the_engine_side_imports_nothing_of_the_api_server():
 
 def test_library_rooms_do_not_reach_up_into_the_server_or_the_cli():
     for room in ("retro_vllm.retrieval", "retro_vllm.adapters", "retro_vllm.routing", "retro_vllm.decoding",
-                 "retro_vllm.compat", "retro_vllm.models", "retro_vllm.evaluation"):
+                 "retro_vllm.compat", "retro_vllm.models", "retro_vllm.evaluation", "retro_vllm.rag"):
         assert offenders(room, ("retro_vllm.server", "retro_vllm.cli")) == {}, room
+
+
+def test_the_pipeline_is_above_the_rooms_it_calls():
+    # Training and evaluation render the serving prompt layout (rag.assemble, rag.cite); the
+    # stores, the router, the models and vLLM's seams never need the pipeline.
+    for room in ("retro_vllm.retrieval", "retro_vllm.routing", "retro_vllm.models", "retro_vllm.compat"):
+        assert offenders(room, ("retro_vllm.rag",)) == {}, room
+    assert offenders("retro_vllm.evaluation", ("retro_vllm.server",)) == {}
+    importers = {m for m in MODULES if not within(m, "retro_vllm.evaluation") and not within(m, "retro_vllm.cli")
+                 and any(within(n, "retro_vllm.evaluation") for n in imports(m))}
+    assert importers == set(), "evaluations are never on the request path"
 
 
 def test_no_import_cycle_at_import_time():
