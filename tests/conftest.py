@@ -100,8 +100,8 @@ def retro_config(tmp_path_factory, model_path) -> Path:
     path = write_demo_config(tmp_path_factory.mktemp("retro-home"), model_path)
     raw = yaml.safe_load(path.read_text())
     raw["retrieval"]["timeout_s"] = 2.0  # the hung-store test waits this long
-    # FAISS with faults on demand (tests/support/faults.py), plugged in as a store of one's own.
-    raw["retrieval"]["backend"] = "tests.support.faults:FaultInjectingFaissStore"
+    # FAISS with faults on demand (tests/support/fault_store.py), plugged in as a store of one's own.
+    raw["retrieval"]["backend"] = "tests.support.fault_store:FaultInjectingFaissStore"
     raw["retrieval"]["options"] = FaissOptions.model_validate(raw["retrieval"].pop("faiss", None) or {}).model_dump()
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -116,7 +116,7 @@ def retro_server(retro_config, tmp_path_factory):
     port = free_port()
     command = [sys.executable, "-m", "retro_vllm.cli", "serve", "--config", str(retro_config), "--port", str(port), *SERVER_ARGS,
                # Beside the plugin's own processor: lets a test make one fail inside the engine.
-               "--logits-processors", "tests.support.faults:FaultInjectingProcessor"]
+               "--logits-processors", "tests.support.fault_processor:FaultInjectingProcessor"]
     server = Server("retro", command, server_env(retro_config.parent), port, logs)
     try:
         server.wait_ready()

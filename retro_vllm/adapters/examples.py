@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from retro_vllm.rag.assemble import assemble_messages, order_passages
+from retro_vllm.rag.layout import assemble_messages, order_passages
 from retro_vllm.retrieval.retriever import Retriever
 from retro_vllm.retrieval.types import Chunk, ScoredChunk
 

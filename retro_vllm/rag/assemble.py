@@ -1,8 +1,5 @@
-"""Step 3, assemble: the prompt layout, fitted to the model's context.
-
-Layout: preamble, then passages numbered [1]..[k] in a canonical order, then the conversation
-(or the completion prompt). Passages are ordered by id, not by score: the same set of passages
-then yields the same token prefix, which vLLM's prefix cache can reuse across requests.
+"""Step 3, assemble: the prompt in its layout (`retro_vllm.rag.layout`), fitted to the model's
+context, counted the way vLLM will count it.
 
 Fitting: too long a prompt drops the lowest-scored passages first. A too-long context is never
 a 400 because of passages; only a conversation that is too long on its own is (vLLM would
@@ -19,62 +16,12 @@ from pydantic import ValidationError
 
 from retro_vllm.compat import serving as vllm_serving
 from retro_vllm.rag.errors import RetroHTTPError
+from retro_vllm.rag.layout import order_passages
 from retro_vllm.retrieval.types import Passage, ScoredChunk
 
 logger = logging.getLogger(__name__)
 
 
-def order_passages(hits: list[ScoredChunk]) -> list[Passage]:
-    ordered = sorted(hits, key=lambda h: h.chunk.id)
-    return [Passage(rank=n, chunk=h.chunk, score=h.score, stage=h.stage, scores=dict(h.scores)) for n, h in enumerate(ordered, 1)]
-
-
-def sources_block(passages: list[Passage]) -> str:
-    return "\n\n".join(f"[{p.rank}] {p.chunk.title}\n{p.chunk.text}" for p in passages)
-
-
-def system_text(preamble: str, passages: list[Passage]) -> str:
-    if not passages:
-        return preamble
-    return f"{preamble}\n\nSources:\n\n{sources_block(passages)}"
-
-
-def completion_prompt(preamble: str, passages: list[Passage], prompt: str) -> str:
-    return f"{system_text(preamble, passages)}\n\n{prompt}"
-
-
-def message_text(content: Any) -> str:
-    """Text of an OpenAI message `content`: a string or a list of parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return ""
-
-
-def last_user_text(messages: list[dict[str, Any]]) -> str:
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return message_text(message.get("content")).strip()
-    return ""
-
-
-def assemble_messages(messages: list[dict[str, Any]], preamble: str, passages: list[Passage]) -> list[dict[str, Any]]:
-    """One leading system message carries preamble and sources. A client's own leading
-    system (or developer) message is kept, appended after the sources, so chat templates
-    that accept a single system turn still work."""
-    head = system_text(preamble, passages)
-    rest = list(messages)
-    if rest and rest[0].get("role") in ("system", "developer"):
-        client_system = message_text(rest.pop(0).get("content")).strip()
-        if client_system:
-            head = f"{head}\n\n{client_system}"
-    return [{"role": "system", "content": head}, *rest]
-
-
-# -- fitting to the context -------------------------------------------------------------
 Render = Callable[[list[Passage]], Any]
 Count = Callable[[Any], Awaitable[int]]
 

@@ -9,9 +9,9 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from retro_vllm.rag.assemble import order_passages
 from retro_vllm.rag.controls import RetroControls
 from retro_vllm.rag.errors import RetroHTTPError
+from retro_vllm.rag.layout import order_passages
 from retro_vllm.rag.route import Route
 from retro_vllm.rag.state import RetroState
 from retro_vllm.rag.timing import Timings

@@ -12,14 +12,10 @@ from typing import Any
 from fastapi import Request
 
 from retro_vllm.compat import serving as vllm_serving
-from retro_vllm.rag.assemble import (
-    ChatTokens,
-    assemble_messages,
-    fit_to_context,
-    last_user_text,
-)
+from retro_vllm.rag.assemble import ChatTokens, fit_to_context
 from retro_vllm.rag.cite import retro_summary
 from retro_vllm.rag.errors import RetroHTTPError
+from retro_vllm.rag.layout import assemble_messages, last_user_text
 from retro_vllm.rag.prompt_adapters import active, refuse_client_embeds
 from retro_vllm.rag.retrieve import retrieve
 from retro_vllm.rag.route import decide_route

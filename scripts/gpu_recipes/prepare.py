@@ -14,11 +14,16 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from retro_vllm.adapters.examples import build_example, gather_candidates, qa_from_corpus, read_qa
+from retro_vllm.adapters.examples import (
+    build_example,
+    gather_candidates,
+    qa_from_corpus,
+    read_qa,
+)
 from retro_vllm.adapters.train_lora import encode
 from retro_vllm.config import load_config
 from retro_vllm.prepare import prepare_index, prepare_model
-from retro_vllm.rag.assemble import assemble_messages, order_passages
+from retro_vllm.rag.layout import assemble_messages, order_passages
 from retro_vllm.retrieval.retriever import Retriever
 
 

@@ -11,7 +11,6 @@ adapters, as calibration against the server's figures).
 
 import argparse
 import json
-import random
 import shutil
 import sys
 import tarfile
@@ -24,8 +23,9 @@ from retro_vllm.adapters.examples import Candidates, QARecord
 from retro_vllm.adapters.methods import TrainingConfig
 from retro_vllm.adapters.train_lora import train_adapter
 from retro_vllm.decoding.markers import MARKER
-from retro_vllm.evaluation.citations import token_f1, words
+from retro_vllm.evaluation.citations import words
 from retro_vllm.retrieval.types import Chunk, ScoredChunk
+from retro_vllm.scoring import token_f1
 
 RECIPES = {
     "base": {},

@@ -64,7 +64,7 @@ def test_bias_steers_toward_passage_text(client):
 
 
 def test_processor_fault_is_contained(client, retro_server):
-    """The test server also runs the processor's fault-injecting subclass (tests/support/faults.py),
+    """The test server also runs the processor's fault-injecting subclass (tests/support/fault_processor.py),
     which this request makes raise inside the engine core on every step."""
     faulty = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "What is a light-year?"}], temperature=0, max_tokens=16,

@@ -85,7 +85,7 @@ def test_delete_unknown_document_is_404(retro_server):
 
 @pytest.mark.parametrize("fault, words", [("store_error", "injected store fault"), ("store_sleep", "within 2 s")])
 def test_store_fault_is_503_and_the_server_serves_on(retro_server, client, fault, words):
-    """The test server's store fails on demand (tests/support/faults.py)."""
+    """The test server's store fails on demand (tests/support/fault_store.py)."""
     response = httpx.post(
         f"{retro_server.base_url}/v1/chat/completions", timeout=60,
         json={"model": "retro", "max_tokens": 4, "messages": [{"role": "user", "content": "What is DNS?"}],

@@ -119,7 +119,7 @@ def peft_generate(peft_model, text: str, *, chat: bool, adapter: bool = True) ->
 def sent_system_text(retro: dict) -> str:
     """The system text the server put in front of the conversation, from the passages it reports."""
     from retro_vllm.config import ServingSection
-    from retro_vllm.rag.assemble import system_text
+    from retro_vllm.rag.layout import system_text
 
     passages = [SimpleNamespace(rank=p["rank"], chunk=SimpleNamespace(title=p["title"], text=p["text"]))
                 for p in retro["passages"]]

@@ -2,14 +2,9 @@ import asyncio
 
 import pytest
 
-from retro_vllm.rag.assemble import (
-    fit_passages,
-    message_text,
-    order_passages,
-    output_reserve,
-    system_text,
-)
+from retro_vllm.rag.assemble import fit_passages, output_reserve
 from retro_vllm.rag.errors import RetroHTTPError
+from retro_vllm.rag.layout import message_text, order_passages, system_text
 from retro_vllm.retrieval.types import Chunk, ScoredChunk
 
 

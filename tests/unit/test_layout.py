@@ -89,6 +89,11 @@ def test_the_pipeline_is_above_the_rooms_it_calls():
     for room in ("retro_vllm.retrieval", "retro_vllm.routing", "retro_vllm.models", "retro_vllm.compat"):
         assert offenders(room, ("retro_vllm.rag",)) == {}, room
     assert offenders("retro_vllm.evaluation", ("retro_vllm.server",)) == {}
+    # Of the pipeline, training needs the layout alone (pure: no vLLM), so it installs without vLLM.
+    assert {m: [n for n in names if n != "retro_vllm.rag.layout"]
+            for m, names in offenders("retro_vllm.adapters", ("retro_vllm.rag",)).items()
+            if any(n != "retro_vllm.rag.layout" for n in names)} == {}
+    assert offenders("retro_vllm.rag.layout", ("retro_vllm.compat", "vllm", "torch")) == {}
     importers = {m for m in MODULES if not within(m, "retro_vllm.evaluation") and not within(m, "retro_vllm.cli")
                  and any(within(n, "retro_vllm.evaluation") for n in imports(m))}
     assert importers == set(), "evaluations are never on the request path"

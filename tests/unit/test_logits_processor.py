@@ -258,7 +258,7 @@ def test_v1_attribution_never_leaves_a_row_without_a_token(vllm_config, tokenize
 
 
 def test_a_fault_in_apply_leaves_logits_unchanged(vllm_config, tokenizer):
-    from tests.support.faults import FaultInjectingProcessor
+    from tests.support.fault_processor import FaultInjectingProcessor
 
     vocab = len(tokenizer)
     faulty = SamplingParams(extra_args={"retro_passages": 1, "test_fault": 1})
@@ -317,6 +317,21 @@ def test_slot_reuse_resets_the_previous_occupant(vllm_config, tokenizer):
     processor.add_request(1, SamplingParams())
     assert torch.equal(processor.apply(torch.zeros(1, vocab), v2_context([1], rows)), torch.zeros(1, vocab))
     assert not np.any(processor._core.bias_values.numpy())
+
+
+def test_v2_a_fault_in_apply_leaves_logits_unchanged(vllm_config, tokenizer, caplog):
+    from tests.support.fault_processor import FaultInjectingProcessor
+
+    vocab = len(tokenizer)
+    rows = {3: ids(tokenizer, "Prompt. Answer ["), 4: ids(tokenizer, "Prompt. Answer [")}
+    processor = FaultInjectingProcessor(vllm_config, v2_state(vocab, rows))
+    assert processor.add_request(3, SamplingParams(extra_args={"test_fault": 1})) is True
+    assert processor.add_request(4, xargs(passages=1)) is False
+    logits = torch.randn(1, vocab)
+    assert torch.equal(processor.apply(logits.clone(), v2_context([4], rows)), logits)  # no fault row: untouched
+    assert "fault in apply" not in caplog.text
+    assert torch.equal(processor.apply(logits.clone(), v2_context([3], rows)), logits)  # raised, contained
+    assert "fault in apply" in caplog.text
 
 
 def test_v2_reads_earlier_drafts_of_the_same_step(vllm_config, tokenizer):

@@ -1,4 +1,4 @@
-from retro_vllm.rag.assemble import (
+from retro_vllm.rag.layout import (
     assemble_messages,
     last_user_text,
     order_passages,
